@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# The one test command: scripts/test.sh [extra cargo test args]
+#
+# Makes sure RabbitMQ and PostgreSQL run (installing and starting them if missing), builds
+# tansu once into a cache and starts it on a free loopback port, then runs every test in
+# the workspace against them. Stops whatever it started. With CI=true a broker that cannot
+# be brought up fails the run; tests never skip there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib/brokers.sh
+
+run_dir=$(mktemp -d /tmp/orderflow-test.XXXXXX)
+tansu_pid=""
+cleanup() {
+  local status=$?
+  [ -n "$tansu_pid" ] && kill "$tansu_pid" 2>/dev/null && wait "$tansu_pid" 2>/dev/null
+  for started in "${ORDERFLOW_STARTED[@]}"; do
+    case $started in
+      rabbitmq) log "stopping the RabbitMQ this script started"; rabbitmqctl stop >/dev/null 2>&1 || true ;;
+      postgres) log "stopping the PostgreSQL this script started"; pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | sort -V | tail -1)" main stop || true ;;
+    esac
+  done
+  rm -rf "$run_dir"
+  exit $status
+}
+trap cleanup EXIT
+
+started_at=$(date +%s)
+ensure_rabbitmq
+ensure_postgres
+ensure_postgres_access
+ensure_tansu_binary
+kafka_port=$(free_port)
+tansu_pid=$(start_tansu "$kafka_port" "memory://tansu/" "$run_dir/tansu.log")
+log "tansu $TANSU_VERSION on 127.0.0.1:$kafka_port (pid $tansu_pid)"
+
+export ORDERFLOW_AMQP_URL=${ORDERFLOW_AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}
+export ORDERFLOW_KAFKA_URL="kafka://127.0.0.1:$kafka_port"
+export ORDERFLOW_TANSU_BIN="$TANSU_BIN"
+export ORDERFLOW_DATABASE_URL=${ORDERFLOW_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}
+export RUST_BACKTRACE=1
+
+log "running every test (brokers: $ORDERFLOW_AMQP_URL, $ORDERFLOW_KAFKA_URL)"
+cargo test --workspace --all-targets "$@" 2>&1 | tee "$run_dir/cargo-test.log"
+status=${PIPESTATUS[0]}
+
+for backend in memory rabbitmq kafka; do
+  passed=$(grep -cE "^test $backend::[a-z_]+ \.\.\. ok" "$run_dir/cargo-test.log" || true)
+  log "contract suite on $backend: $passed passed"
+done
+log "tests took $(( $(date +%s) - started_at )) s"
+exit "$status"

@@ -1,0 +1,147 @@
+//! Configuration from environment variables.
+//!
+//! Every service reads the same names, so one `.env`, one compose file and one
+//! `scripts/up.sh` configure them all:
+//!
+//! | variable | meaning | default |
+//! | --- | --- | --- |
+//! | `ORDERFLOW_BROKER` | broker URL (`memory://`, `amqp://…`, `kafka://…`) | `memory://` |
+//! | `DATABASE_URL` | the service's own database (`postgres://…` or `sqlite://…`) | `sqlite://data/<service>.db` |
+//! | `ORDERFLOW_HTTP_ADDR` | where the HTTP API listens | `127.0.0.1:<service port>` |
+//! | `ORDERFLOW_CONSUMER_CONCURRENCY` | handlers running at once per consumer | `16` |
+//! | `ORDERFLOW_MAX_ATTEMPTS` | deliveries before a message is dead-lettered | `5` |
+//! | `ORDERFLOW_LOG_FORMAT` | `pretty` or `json` | `pretty` |
+//!
+//! Services add their own (`ORDERFLOW_PAYMENT_FAILURE_RATE`, …) through [`env_or`].
+
+use std::{fmt::Display, net::SocketAddr, str::FromStr};
+
+/// A setting that could not be read; names the variable, the value and why.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid {variable}={value:?}: {reason}")]
+pub struct ConfigError {
+    /// The environment variable.
+    pub variable: String,
+    /// What it held.
+    pub value: String,
+    /// Why that is not acceptable.
+    pub reason: String,
+}
+
+/// Reads `variable` and parses it, or returns `default` when it is unset or empty.
+pub fn env_or<T>(variable: &str, default: T) -> Result<T, ConfigError>
+where
+    T: FromStr,
+    T::Err: Display,
+{
+    match std::env::var(variable) {
+        Ok(value) if !value.trim().is_empty() => {
+            value.trim().parse().map_err(|error: T::Err| ConfigError {
+                variable: variable.to_owned(),
+                value,
+                reason: error.to_string(),
+            })
+        }
+        _ => Ok(default),
+    }
+}
+
+/// Checks a value read by [`env_or`] against a rule, naming the variable if it fails.
+pub fn ensure<T: Display>(
+    variable: &str,
+    value: T,
+    valid: bool,
+    rule: &str,
+) -> Result<T, ConfigError> {
+    if valid {
+        Ok(value)
+    } else {
+        Err(ConfigError {
+            variable: variable.to_owned(),
+            value: value.to_string(),
+            reason: rule.to_owned(),
+        })
+    }
+}
+
+/// What every service needs.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    /// The service name: the consumer group and the log target.
+    pub name: String,
+    /// `ORDERFLOW_BROKER`.
+    pub broker_url: String,
+    /// `DATABASE_URL`.
+    pub database_url: String,
+    /// `ORDERFLOW_HTTP_ADDR`.
+    pub http_addr: SocketAddr,
+    /// `ORDERFLOW_CONSUMER_CONCURRENCY`.
+    pub concurrency: usize,
+    /// `ORDERFLOW_MAX_ATTEMPTS`.
+    pub max_attempts: u32,
+}
+
+impl ServiceConfig {
+    /// Reads the common settings for service `name`, whose HTTP API listens on
+    /// `default_port` unless `ORDERFLOW_HTTP_ADDR` says otherwise.
+    pub fn from_env(name: &str, default_port: u16) -> Result<Self, ConfigError> {
+        let broker_url: String = env_or("ORDERFLOW_BROKER", "memory://".to_owned())?;
+        let broker_url = ensure(
+            "ORDERFLOW_BROKER",
+            broker_url.clone(),
+            ["memory://", "amqp://", "amqps://", "kafka://"]
+                .iter()
+                .any(|scheme| broker_url.starts_with(scheme)),
+            "must start with memory://, amqp:// or kafka://",
+        )?;
+        let database_url: String = env_or("DATABASE_URL", format!("sqlite://data/{name}.db"))?;
+        let database_url = ensure(
+            "DATABASE_URL",
+            database_url.clone(),
+            crate::db::Dialect::of(&database_url).is_some(),
+            "must start with postgres:// or sqlite:",
+        )?;
+        let concurrency = env_or("ORDERFLOW_CONSUMER_CONCURRENCY", 16usize)?;
+        let max_attempts = env_or("ORDERFLOW_MAX_ATTEMPTS", 5u32)?;
+        Ok(ServiceConfig {
+            name: name.to_owned(),
+            broker_url,
+            database_url,
+            http_addr: env_or(
+                "ORDERFLOW_HTTP_ADDR",
+                SocketAddr::from(([127, 0, 0, 1], default_port)),
+            )?,
+            concurrency: ensure(
+                "ORDERFLOW_CONSUMER_CONCURRENCY",
+                concurrency,
+                concurrency >= 1,
+                "must be at least 1",
+            )?,
+            max_attempts: ensure(
+                "ORDERFLOW_MAX_ATTEMPTS",
+                max_attempts,
+                max_attempts >= 1,
+                "must be at least 1",
+            )?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bad_value_names_the_variable() {
+        std::env::set_var("ORDERFLOW_TEST_NUMBER", "twelve");
+        let error = env_or("ORDERFLOW_TEST_NUMBER", 1u32).unwrap_err();
+        assert_eq!(error.variable, "ORDERFLOW_TEST_NUMBER");
+        assert!(
+            error
+                .to_string()
+                .contains("invalid ORDERFLOW_TEST_NUMBER=\"twelve\""),
+            "{error}"
+        );
+        assert_eq!(env_or("ORDERFLOW_TEST_UNSET", 7u32).unwrap(), 7);
+    }
+}

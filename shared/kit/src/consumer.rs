@@ -1,0 +1,302 @@
+//! The consumer loop every service runs, written once.
+//!
+//! ```text
+//! Deliveries ──► decode ──► handler ──► ack            (Outcome::Done / Duplicate)
+//!                  │            └──────► retry later  (HandlerError::Retry, attempts left)
+//!                  └─(poison)───────────► dead-letter (undecodable, Reject, attempts used up)
+//! ```
+//!
+//! - **Bounded concurrency**: at most `concurrency` handlers run at once.
+//! - **Per-key order**: two messages with the same key (order id) never run at the same
+//!   time; the later one waits for the earlier, so concurrency does not reorder an order's
+//!   events.
+//! - **Rate limit** (optional): handlers start at most `rate_per_s` times a second — the
+//!   knob that protects a slow downstream (the SMS gateway) while the queue absorbs the peak.
+//! - **Retry with backoff, then dead-letter**: a failing handler is retried with growing
+//!   delays; after `max_attempts` the message goes to `<group>.dlq` with the last error.
+//!   A payload that cannot be decoded goes there at once: retrying it can never help.
+//! - **Graceful stop**: when `shutdown` is cancelled the loop takes nothing new, lets
+//!   running handlers finish and ack, and returns; deliveries it had not started are
+//!   released and delivered again later.
+
+use std::{
+    collections::{HashMap, HashSet, VecDeque},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use orderflow_broker::{Deliveries, Delivery, Envelope};
+use orderflow_events::Event;
+use tokio::{sync::Mutex, task::JoinSet, time::Instant};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::db::Db;
+
+/// What a handler did with a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The effect is committed.
+    Done,
+    /// The message had been processed before; nothing was done again.
+    Duplicate,
+    /// The message is not for this handler (an event type it does not act on).
+    Ignored,
+}
+
+/// Why a handler did not finish.
+#[derive(Debug)]
+pub enum HandlerError {
+    /// Might work later (database or gateway hiccup): retry with backoff.
+    Retry(anyhow::Error),
+    /// Will never work (the message makes no sense): dead-letter now.
+    Reject(anyhow::Error),
+}
+
+impl From<anyhow::Error> for HandlerError {
+    fn from(error: anyhow::Error) -> Self {
+        HandlerError::Retry(error)
+    }
+}
+
+impl From<sqlx::Error> for HandlerError {
+    fn from(error: sqlx::Error) -> Self {
+        HandlerError::Retry(error.into())
+    }
+}
+
+/// A service's reaction to the events it subscribes to.
+#[async_trait]
+pub trait Handler: Send + Sync + 'static {
+    /// Handles one decoded event. Must be idempotent (see [`crate::idempotency`]).
+    async fn handle(&self, event: Event, envelope: &Envelope) -> Result<Outcome, HandlerError>;
+}
+
+/// How the loop runs.
+#[derive(Debug, Clone)]
+pub struct ConsumerOptions {
+    /// Handlers running at once.
+    pub concurrency: usize,
+    /// Handler starts per second, if limited.
+    pub rate_per_s: Option<f64>,
+    /// Deliveries before a failing message is dead-lettered.
+    pub max_attempts: u32,
+    /// Where duplicates and dead letters are counted persistently (for reconciliation).
+    pub counters: Option<Db>,
+}
+
+impl Default for ConsumerOptions {
+    fn default() -> Self {
+        ConsumerOptions {
+            concurrency: 16,
+            rate_per_s: None,
+            max_attempts: 5,
+            counters: None,
+        }
+    }
+}
+
+/// Counters of one loop (since the process started).
+#[derive(Debug, Default)]
+pub struct ConsumerStats {
+    /// Effects committed.
+    pub handled: AtomicU64,
+    /// Redeliveries recognised and acked without an effect.
+    pub duplicates_ignored: AtomicU64,
+    /// Retries scheduled.
+    pub retried: AtomicU64,
+    /// Messages sent to the dead-letter queue.
+    pub dead_lettered: AtomicU64,
+}
+
+/// Persisted counter names.
+pub mod counters {
+    /// Duplicates recognised by an idempotent handler.
+    pub const DUPLICATES_IGNORED: &str = "duplicates_ignored";
+    /// Messages this service dead-lettered.
+    pub const DEAD_LETTERED: &str = "dead_lettered";
+}
+
+/// Spaces handler starts `1 / rate` seconds apart, shared by all of a loop's tasks.
+struct RateLimiter {
+    period: Duration,
+    next_slot: Mutex<Instant>,
+}
+
+impl RateLimiter {
+    fn new(rate_per_s: f64) -> Self {
+        RateLimiter {
+            period: Duration::from_secs_f64(1.0 / rate_per_s.max(1e-3)),
+            next_slot: Mutex::new(Instant::now()),
+        }
+    }
+
+    /// Waits for this caller's slot.
+    async fn acquire(&self) {
+        let slot = {
+            let mut next_slot = self.next_slot.lock().await;
+            let slot = (*next_slot).max(Instant::now());
+            *next_slot = slot + self.period;
+            slot
+        };
+        tokio::time::sleep_until(slot).await;
+    }
+}
+
+/// Runs `handler` over `deliveries` until the subscription ends or `shutdown` is cancelled.
+pub async fn run(
+    mut deliveries: Deliveries,
+    handler: Arc<dyn Handler>,
+    options: ConsumerOptions,
+    stats: Arc<ConsumerStats>,
+    shutdown: CancellationToken,
+) {
+    let limiter = options
+        .rate_per_s
+        .map(|rate| Arc::new(RateLimiter::new(rate)));
+    let options = Arc::new(options);
+    let mut running: JoinSet<String> = JoinSet::new();
+    // Keys with a handler running, and deliveries waiting for their key to be free.
+    let mut busy_keys: HashSet<String> = HashSet::new();
+    let mut waiting: HashMap<String, VecDeque<Delivery>> = HashMap::new();
+
+    let start = |running: &mut JoinSet<String>, delivery: Delivery| {
+        let handler = handler.clone();
+        let options = options.clone();
+        let stats = stats.clone();
+        let limiter = limiter.clone();
+        running.spawn(async move {
+            let key = delivery.envelope().key.clone();
+            if let Some(limiter) = limiter {
+                limiter.acquire().await;
+            }
+            handle_one(delivery, handler.as_ref(), &options, &stats).await;
+            key
+        });
+    };
+
+    loop {
+        tokio::select! {
+            biased;
+            () = shutdown.cancelled() => break,
+            Some(finished) = running.join_next(), if !running.is_empty() => {
+                let Ok(key) = finished else { continue };
+                match waiting.get_mut(&key).and_then(VecDeque::pop_front) {
+                    // The key stays busy: its next message starts now, in order.
+                    Some(next) => start(&mut running, next),
+                    None => {
+                        waiting.remove(&key);
+                        busy_keys.remove(&key);
+                    }
+                }
+            }
+            delivery = deliveries.next(), if running.len() < options.concurrency => {
+                let Some(delivery) = delivery else { break };
+                let key = &delivery.envelope().key;
+                if busy_keys.contains(key) {
+                    waiting.entry(key.clone()).or_default().push_back(delivery);
+                } else {
+                    busy_keys.insert(key.clone());
+                    start(&mut running, delivery);
+                }
+            }
+        }
+    }
+    // Deliveries not started are dropped unsettled, so the broker hands them out again.
+    drop(waiting);
+    drop(deliveries);
+    while running.join_next().await.is_some() {}
+}
+
+async fn handle_one(
+    delivery: Delivery,
+    handler: &dyn Handler,
+    options: &ConsumerOptions,
+    stats: &ConsumerStats,
+) {
+    let envelope = delivery.envelope().clone();
+    let span = tracing::info_span!(
+        "message",
+        order_id = envelope.correlation_id().unwrap_or(envelope.key.as_str()),
+        topic = %envelope.topic,
+        message_id = %envelope.id,
+        attempt = delivery.attempt(),
+    );
+    async {
+        let event = match Event::decode(&envelope.payload) {
+            Ok(event) => event,
+            Err(error) => {
+                tracing::warn!(%error, "poison message: dead-lettering");
+                dead_letter(delivery, &format!("undecodable payload: {error}"), options, stats).await;
+                return;
+            }
+        };
+        match handler.handle(event, &envelope).await {
+            Ok(outcome) => {
+                match outcome {
+                    Outcome::Done => stats.handled.fetch_add(1, Ordering::Relaxed),
+                    Outcome::Duplicate => {
+                        tracing::info!("duplicate delivery ignored");
+                        bump(options, counters::DUPLICATES_IGNORED).await;
+                        stats.duplicates_ignored.fetch_add(1, Ordering::Relaxed)
+                    }
+                    Outcome::Ignored => 0,
+                };
+                if let Err(error) = delivery.ack().await {
+                    tracing::warn!(%error, "ack failed; the message will be redelivered and deduplicated");
+                }
+            }
+            Err(HandlerError::Retry(error)) if delivery.attempt() < options.max_attempts => {
+                let delay = orderflow_broker::retry_backoff(delivery.attempt());
+                tracing::warn!(error = format!("{error:#}"), ?delay, "handler failed: retrying");
+                stats.retried.fetch_add(1, Ordering::Relaxed);
+                if let Err(error) = delivery.retry(delay).await {
+                    tracing::warn!(%error, "scheduling the retry failed; the broker will redeliver");
+                }
+            }
+            Err(HandlerError::Retry(error)) => {
+                let reason = format!("gave up after {} attempts: {error:#}", delivery.attempt());
+                tracing::error!(%reason, "dead-lettering");
+                dead_letter(delivery, &reason, options, stats).await;
+            }
+            Err(HandlerError::Reject(error)) => {
+                let reason = format!("rejected: {error:#}");
+                tracing::error!(%reason, "dead-lettering");
+                dead_letter(delivery, &reason, options, stats).await;
+            }
+        }
+    }
+    .instrument(span)
+    .await;
+}
+
+async fn dead_letter(
+    delivery: Delivery,
+    reason: &str,
+    options: &ConsumerOptions,
+    stats: &ConsumerStats,
+) {
+    match delivery.dead_letter(reason).await {
+        Ok(()) => {
+            stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+            bump(options, counters::DEAD_LETTERED).await;
+        }
+        Err(error) => tracing::warn!(%error, "dead-lettering failed; the broker will redeliver"),
+    }
+}
+
+async fn bump(options: &ConsumerOptions, name: &str) {
+    if let Some(db) = &options.counters {
+        if let Err(error) = db.bump_counter(name, 1).await {
+            tracing::warn!(
+                error = format!("{error:#}"),
+                counter = name,
+                "could not persist counter"
+            );
+        }
+    }
+}

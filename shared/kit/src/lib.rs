@@ -1,0 +1,28 @@
+//! # orderflow-kit
+//!
+//! What every orderflow service needs, written once so that the five services contain
+//! only what is particular to them:
+//!
+//! | module | what it gives a service |
+//! | --- | --- |
+//! | [`config`] | settings from environment variables with the same names everywhere; a bad value is a start-up error naming the variable |
+//! | [`telemetry`] | tracing set-up, human or JSON; the order id as correlation id on every line about an order |
+//! | [`shutdown`] | Ctrl-C / SIGTERM turned into a cancellation token |
+//! | [`db`] | a connection pool to PostgreSQL or SQLite with one SQL dialect shim and migrations |
+//! | [`idempotency`] | "this message id was processed" in the same transaction as the effect |
+//! | [`outbox`] | events written in the business transaction, published by a relay after commit |
+//! | [`consumer`] | the consumer loop: bounded concurrency, per-key order, rate limit, retry with backoff, dead letters |
+//! | [`http`] | `/healthz`, `/readyz` and serving a router until shutdown |
+//! | [`wait`], [`testenv`] | waiting on conditions with deadlines; finding brokers in tests |
+
+pub mod config;
+pub mod consumer;
+pub mod db;
+pub mod http;
+pub mod idempotency;
+pub mod outbox;
+pub mod service;
+pub mod shutdown;
+pub mod telemetry;
+pub mod testenv;
+pub mod wait;

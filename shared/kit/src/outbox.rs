@@ -1,0 +1,170 @@
+//! The transactional outbox: "no change without its event, no event without its change".
+//!
+//! Publishing straight from a handler has two bad endings: commit then crash before
+//! publishing (the change happened, nobody hears of it), or publish then fail to commit (an
+//! event about something that never happened). Instead the event is written as a row in the
+//! same transaction as the change ([`enqueue`]); a [`Relay`] reads unsent rows, publishes
+//! them, and marks them sent only after the broker confirmed. A crash between publish and
+//! mark publishes the row again later — a duplicate with the same envelope id, which the
+//! idempotent consumers drop.
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use orderflow_broker::{Broker, Envelope};
+use sqlx::{Any, Row, Transaction};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::db::{Db, Dialect};
+
+/// Rows published per round trip.
+const BATCH: i64 = 500;
+
+/// Writes `envelope` to the outbox inside `transaction`; it is published after commit.
+pub async fn enqueue(
+    db: &Db,
+    transaction: &mut Transaction<'_, Any>,
+    envelope: &Envelope,
+) -> anyhow::Result<()> {
+    sqlx::query(&db.sql(
+        "INSERT INTO outbox (message_id, topic, message_key, headers, payload, published_at)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    ))
+    .bind(envelope.id.to_string())
+    .bind(&envelope.topic)
+    .bind(&envelope.key)
+    .bind(serde_json::to_string(&envelope.headers)?)
+    .bind(envelope.payload.to_vec())
+    .bind(envelope.published_at.to_rfc3339())
+    .execute(&mut **transaction)
+    .await?;
+    Ok(())
+}
+
+/// Publishes committed outbox rows.
+#[derive(Clone)]
+pub struct Relay {
+    db: Db,
+    broker: Arc<dyn Broker>,
+    wake: Arc<Notify>,
+}
+
+impl Relay {
+    /// A relay for `db`'s outbox publishing to `broker`.
+    pub fn new(db: Db, broker: Arc<dyn Broker>) -> Self {
+        Relay {
+            db,
+            broker,
+            wake: Arc::new(Notify::new()),
+        }
+    }
+
+    /// Call after committing outbox rows so the relay publishes them now instead of at its
+    /// next poll.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Publishes until `shutdown`, then publishes what is left once more and returns.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut failures = 0u32;
+        loop {
+            match self.publish_pending().await {
+                Ok(published) if published as i64 == BATCH => continue,
+                Ok(_) => failures = 0,
+                Err(error) => {
+                    failures += 1;
+                    tracing::warn!(
+                        error = format!("{error:#}"),
+                        "outbox relay: publishing failed, will retry"
+                    );
+                }
+            }
+            let pause = if failures == 0 {
+                // Polling is the safety net (another replica's rows, a missed wake-up).
+                Duration::from_millis(500)
+            } else {
+                orderflow_broker::retry_backoff(failures)
+            };
+            tokio::select! {
+                () = self.wake.notified() => {},
+                () = tokio::time::sleep(pause) => {},
+                () = shutdown.cancelled() => break,
+            }
+        }
+        if let Err(error) = self.publish_pending().await {
+            tracing::warn!(
+                error = format!("{error:#}"),
+                "outbox relay: rows left unpublished at shutdown; they go out at next start"
+            );
+        }
+    }
+
+    /// Publishes one batch of unsent rows; returns how many.
+    pub async fn publish_pending(&self) -> anyhow::Result<usize> {
+        let db = &self.db;
+        let mut transaction = db.pool().begin().await?;
+        // On PostgreSQL, replicas (docker-compose --scale) share the outbox: SKIP LOCKED
+        // lets each relay take rows no other relay is publishing right now.
+        let lock = match db.dialect() {
+            Dialect::Postgres => " FOR UPDATE SKIP LOCKED",
+            Dialect::Sqlite => "",
+        };
+        let rows = sqlx::query(&db.sql(&format!(
+            "SELECT seq, message_id, topic, message_key, headers, payload, published_at
+             FROM outbox WHERE sent_at IS NULL ORDER BY seq LIMIT $1{lock}"
+        )))
+        .bind(BATCH)
+        .fetch_all(&mut *transaction)
+        .await?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let mut sequence_numbers = Vec::with_capacity(rows.len());
+        let mut envelopes = Vec::with_capacity(rows.len());
+        for row in rows {
+            sequence_numbers.push(row.try_get::<i64, _>("seq")?);
+            let headers: BTreeMap<String, String> =
+                serde_json::from_str(&row.try_get::<String, _>("headers")?)?;
+            envelopes.push(Envelope {
+                id: row.try_get::<String, _>("message_id")?.parse()?,
+                topic: row.try_get("topic")?,
+                key: row.try_get("message_key")?,
+                headers,
+                payload: row.try_get::<Vec<u8>, _>("payload")?.into(),
+                published_at: chrono::DateTime::parse_from_rfc3339(
+                    &row.try_get::<String, _>("published_at")?,
+                )?
+                .into(),
+            });
+        }
+        let count = envelopes.len();
+        // Confirmed by the broker before anything is marked sent.
+        self.broker.publish_all(envelopes).await?;
+        let placeholders: Vec<String> = (2..sequence_numbers.len() + 2)
+            .map(|index| format!("${index}"))
+            .collect();
+        let mark = db.sql(&format!(
+            "UPDATE outbox SET sent_at = $1 WHERE seq IN ({})",
+            placeholders.join(", ")
+        ));
+        let mut query = sqlx::query(&mark).bind(chrono::Utc::now().to_rfc3339());
+        for sequence in sequence_numbers {
+            query = query.bind(sequence);
+        }
+        query.execute(&mut *transaction).await?;
+        transaction.commit().await?;
+        Ok(count)
+    }
+
+    /// Rows committed but not yet published.
+    pub async fn pending(&self) -> anyhow::Result<i64> {
+        Ok(sqlx::query_scalar(
+            &self
+                .db
+                .sql("SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL"),
+        )
+        .fetch_one(self.db.pool())
+        .await?)
+    }
+}

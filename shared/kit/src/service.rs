@@ -1,0 +1,182 @@
+//! The life of a service, written once: connect, migrate, subscribe, serve, stop.
+//!
+//! ```text
+//! Service::start(config, migrations)      database connected and migrated, broker connected
+//!   .consume(subscription, handler)       consumer loop per subscription (declared now)
+//!   .run(router, shutdown)                HTTP + /healthz + /readyz + outbox relay + consumers
+//! ```
+//!
+//! On shutdown: HTTP stops accepting, consumer loops finish and ack what they run, the
+//! relay publishes what is committed, the broker connection closes.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use axum::Router;
+use orderflow_broker::{Broker, Subscription};
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    config::ServiceConfig,
+    consumer::{self, ConsumerOptions, ConsumerStats, Handler},
+    db::Db,
+    http::{self, Readiness},
+    outbox::Relay,
+};
+
+/// A started service: its database, broker, outbox relay and consumers.
+pub struct Service {
+    /// Its settings.
+    pub config: ServiceConfig,
+    /// Its own database.
+    pub db: Db,
+    /// The broker.
+    pub broker: Arc<dyn Broker>,
+    /// Publishes its outbox.
+    pub relay: Relay,
+    /// Counters of its consumer loops.
+    pub stats: Arc<ConsumerStats>,
+    readiness: Readiness,
+    listener: tokio::net::TcpListener,
+    consumers: Vec<(Subscription, Arc<dyn Handler>, ConsumerOptions)>,
+}
+
+/// Counters every service reports to `orderflow reconcile`.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, Default, PartialEq, Eq)]
+pub struct CommonReport {
+    /// Redeliveries recognised and acked without a second effect (persisted).
+    pub duplicates_ignored: i64,
+    /// Messages this service dead-lettered (persisted).
+    pub dead_lettered: i64,
+    /// Outbox rows committed but not yet published.
+    pub outbox_pending: i64,
+}
+
+impl Service {
+    /// Connects the database (migrating it) and the broker, and binds the HTTP port.
+    /// The broker is retried for up to 60 s: in a compose stack it may start later.
+    pub async fn start(config: ServiceConfig, migrations: &[&str]) -> anyhow::Result<Service> {
+        let listener = http::bind(config.http_addr).await?;
+        let db = Db::connect(&config.database_url).await?;
+        db.migrate(migrations).await?;
+        let broker = connect_with_retry(&config.broker_url, Duration::from_secs(60)).await?;
+        let relay = Relay::new(db.clone(), broker.clone());
+        Ok(Service {
+            config,
+            db,
+            broker,
+            relay,
+            stats: Arc::new(ConsumerStats::default()),
+            readiness: Readiness::default(),
+            listener,
+            consumers: Vec::new(),
+        })
+    }
+
+    /// The address the HTTP API listens on (the real port when 0 was asked for).
+    pub fn address(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// Consumer options from the configuration, with persisted counters.
+    pub fn consumer_options(&self) -> ConsumerOptions {
+        ConsumerOptions {
+            concurrency: self.config.concurrency,
+            rate_per_s: None,
+            max_attempts: self.config.max_attempts,
+            counters: Some(self.db.clone()),
+        }
+    }
+
+    /// Adds a consumer loop for `topics`, in the consumer group named after the service.
+    pub fn consume(
+        &mut self,
+        topics: &[&str],
+        handler: Arc<dyn Handler>,
+        options: ConsumerOptions,
+    ) {
+        let subscription = Subscription::new(self.config.name.clone(), topics.iter().copied())
+            .with_prefetch(
+                u16::try_from(options.concurrency.saturating_mul(4)).unwrap_or(u16::MAX),
+            );
+        self.consumers.push((subscription, handler, options));
+    }
+
+    /// The counters every service reports.
+    pub async fn common_report(db: &Db, relay: &Relay) -> anyhow::Result<CommonReport> {
+        Ok(CommonReport {
+            duplicates_ignored: db.counter(consumer::counters::DUPLICATES_IGNORED).await?,
+            dead_lettered: db.counter(consumer::counters::DEAD_LETTERED).await?,
+            outbox_pending: relay.pending().await?,
+        })
+    }
+
+    /// Serves `router` (plus `/healthz` and `/readyz`), runs the relay and the consumers,
+    /// until `shutdown` is cancelled; then stops them in order.
+    pub async fn run(self, router: Router, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let Service {
+            config,
+            broker,
+            relay,
+            stats,
+            readiness,
+            listener,
+            consumers,
+            ..
+        } = self;
+        let name = config.name.clone();
+        // Consumers stop first, then the relay publishes the last rows, then HTTP closes.
+        let consumers_stop = shutdown.child_token();
+        // The relay gets a token of its own, cancelled only after the consumers are done,
+        // so the events their last handlers committed are still published.
+        let relay_stop = CancellationToken::new();
+        let relay_task = tokio::spawn(relay.clone().run(relay_stop.clone()));
+        let mut consumer_tasks = Vec::new();
+        for (subscription, handler, options) in consumers {
+            let deliveries = broker
+                .subscribe(subscription.clone())
+                .await
+                .with_context(|| format!("{name}: subscribing to {:?}", subscription.topics))?;
+            consumer_tasks.push(tokio::spawn(consumer::run(
+                deliveries,
+                handler,
+                options,
+                stats.clone(),
+                consumers_stop.clone(),
+            )));
+        }
+        readiness.set(true);
+        tracing::info!(service = %name, address = %listener.local_addr()?, "ready");
+        let router = router.merge(http::health_routes(readiness.clone()));
+        let served = http::serve(listener, router, shutdown.clone()).await;
+        readiness.set(false);
+        for task in consumer_tasks {
+            let _ = task.await;
+        }
+        relay_stop.cancel();
+        let _ = relay_task.await;
+        let _ = broker.close().await;
+        tracing::info!(service = %name, "stopped");
+        served
+    }
+}
+
+/// Connects to the broker, retrying with backoff until `patience` has passed.
+pub async fn connect_with_retry(url: &str, patience: Duration) -> anyhow::Result<Arc<dyn Broker>> {
+    let deadline = tokio::time::Instant::now() + patience;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match orderflow_broker::connect(url).await {
+            Ok(broker) => return Ok(broker),
+            Err(error) if tokio::time::Instant::now() < deadline => {
+                tracing::warn!(%error, attempt, "broker not reachable yet; retrying");
+                tokio::time::sleep(orderflow_broker::retry_backoff(attempt)).await;
+            }
+            Err(error) => return Err(error).context("connecting to the broker"),
+        }
+    }
+}

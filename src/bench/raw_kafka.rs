@@ -1,0 +1,7 @@
+//! Raw-client pipeline for the kafka benchmark (placeholder until its helper writes it).
+use super::Rates;
+
+/// Publishes then consumes `messages` messages of `payload_bytes` through the raw client.
+pub async fn run(_url: &str, _messages: usize, _payload_bytes: usize) -> anyhow::Result<Rates> {
+    anyhow::bail!("raw kafka pipeline not written yet")
+}

@@ -1,0 +1,270 @@
+//! `orderflow demo`: the five services in one process, N orders through the real HTTP
+//! API, then a reconciliation read from each service's own store.
+//!
+//! ```text
+//! orderflow demo [--broker URL] [--orders N] [--inject duplicate=0.2,drop=0.05,…] [--json]
+//! ```
+//!
+//! With the default `memory://` broker nothing needs to be installed: each service gets a
+//! SQLite file in a temporary directory. `--inject` adds the embedded broker's faults to
+//! stage the classic problems on purpose and watch the idempotent consumers absorb them.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use futures::StreamExt;
+use serde::Serialize;
+
+use crate::{
+    reconcile::{self, Report},
+    stack::{InProcessStack, StackOptions},
+};
+
+/// Options of `orderflow demo`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Broker URL: memory:// (default), amqp://… or kafka://…
+    #[arg(long, env = "ORDERFLOW_BROKER", default_value = "memory://")]
+    broker: String,
+    /// How many orders to place.
+    #[arg(long, default_value_t = 200)]
+    orders: usize,
+    /// Faults for the embedded broker, e.g. `duplicate=0.2,reorder=0.1,drop=0.05,delay=0.1`.
+    #[arg(long)]
+    inject: Option<String>,
+    /// PostgreSQL server for the services' databases (one database per service and run)
+    /// instead of SQLite files, e.g. postgres://postgres@127.0.0.1:5432
+    #[arg(long, env = "ORDERFLOW_DEMO_POSTGRES")]
+    postgres: Option<String>,
+    /// Give up waiting for the flow to settle after this many seconds.
+    #[arg(long, default_value_t = 300)]
+    deadline_secs: u64,
+    /// Print one JSON object instead of tables.
+    #[arg(long)]
+    json: bool,
+}
+
+/// The demo's JSON output: the reconciliation plus what the run measured.
+#[derive(Serialize)]
+struct DemoOutput<'a> {
+    #[serde(flatten)]
+    report: &'a Report,
+    broker: String,
+    orders_per_s: f64,
+    place_ms: u64,
+    exact: bool,
+}
+
+/// Runs the demo; `Ok(false)` when the reconciliation is not exact.
+pub async fn run(args: Args) -> anyhow::Result<bool> {
+    anyhow::ensure!(args.orders > 0, "--orders must be at least 1");
+    let broker = broker_url(&args.broker, args.inject.as_deref())?;
+    let stack = InProcessStack::start(StackOptions {
+        broker_url: broker.clone(),
+        postgres: args.postgres.clone(),
+    })
+    .await?;
+    let endpoints = stack.endpoints();
+    let client = reqwest::Client::new();
+    if !args.json {
+        eprintln!("five services up on {} ({} orders to place)", redact(&broker), args.orders);
+    }
+
+    let started = Instant::now();
+    place_orders(&client, &endpoints.order, args.orders).await?;
+    let place_ms = started.elapsed().as_millis() as u64;
+    let mut report = wait_until_settled(&client, &endpoints, args.orders, Duration::from_secs(args.deadline_secs), !args.json).await?;
+    let elapsed = started.elapsed();
+    report.elapsed_ms = Some(elapsed.as_millis() as u64);
+    stack.stop().await?;
+
+    let orders_per_s = args.orders as f64 / elapsed.as_secs_f64();
+    if args.json {
+        let output = DemoOutput {
+            report: &report,
+            broker: redact(&broker),
+            orders_per_s: (orders_per_s * 10.0).round() / 10.0,
+            place_ms,
+            exact: report.is_exact(),
+        };
+        println!("{}", serde_json::to_string(&output)?);
+    } else {
+        println!("\nreconciliation ({} orders on {}, {orders_per_s:.0} orders/s end to end)", args.orders, redact(&broker));
+        print!("{}", report.render());
+    }
+    Ok(report.is_exact())
+}
+
+/// Adds `--inject` faults to a memory:// URL (and refuses them for real brokers).
+fn broker_url(broker: &str, inject: Option<&str>) -> anyhow::Result<String> {
+    let Some(faults) = inject.filter(|faults| !faults.trim().is_empty()) else {
+        return Ok(if broker == "memory://" {
+            // A broker of this run's own: nothing else in the process shares it.
+            format!("memory://demo-{}", uuid::Uuid::now_v7().simple())
+        } else {
+            broker.to_owned()
+        });
+    };
+    anyhow::ensure!(
+        broker.starts_with("memory://"),
+        "--inject works with the embedded broker (memory://) only: a real broker's faults are real"
+    );
+    let mut url = if broker == "memory://" {
+        format!("memory://demo-{}", uuid::Uuid::now_v7().simple())
+    } else {
+        broker.to_owned()
+    };
+    for fault in faults.split(',').map(str::trim).filter(|fault| !fault.is_empty()) {
+        let (name, value) = fault
+            .split_once('=')
+            .with_context(|| format!("--inject: `{fault}` should be name=probability, e.g. duplicate=0.2"))?;
+        url.push(if url.contains('?') { '&' } else { '?' });
+        url.push_str(&format!("{}={}", name.trim(), value.trim()));
+    }
+    Ok(url)
+}
+
+fn redact(url: &str) -> String {
+    orderflow_kit::db::redact(url)
+}
+
+/// The `index`th demo order: a few users, one to three items; every tenth order is over
+/// the simulated card limit, so some payments fail by design.
+pub fn demo_order(index: usize) -> serde_json::Value {
+    let over_the_limit = index % 10 == 9;
+    let items: Vec<serde_json::Value> = (0..1 + index % 3)
+        .map(|item| {
+            serde_json::json!({
+                "sku": ["green-tea-250g", "oolong-100g", "teapot", "cups-x4"][(index + item) % 4],
+                "quantity": 1 + (index + item) % 3,
+                "unit_price_cents": if over_the_limit { 600_000 } else { 990 + 1_000 * ((index * 7 + item) % 20) as i64 },
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "user_id": 1 + index % 50,
+        "phone": format!("+86138{:08}", index % 100_000_000),
+        "items": items,
+    })
+}
+
+/// Places `count` orders through `POST /orders`, 32 at a time. Each request carries an
+/// Idempotency-Key, so a request retried after a network error cannot create a second order.
+pub async fn place_orders(client: &reqwest::Client, order_url: &str, count: usize) -> anyhow::Result<Vec<String>> {
+    let url = format!("{}/orders", order_url.trim_end_matches('/'));
+    let results: Vec<anyhow::Result<String>> = futures::stream::iter(0..count)
+        .map(|index| {
+            let url = url.clone();
+            async move {
+                let key = uuid::Uuid::now_v7().to_string();
+                let body = demo_order(index);
+                let mut attempt = 0;
+                loop {
+                    attempt += 1;
+                    let response = client
+                        .post(&url)
+                        .header("Idempotency-Key", &key)
+                        .json(&body)
+                        .timeout(Duration::from_secs(30))
+                        .send()
+                        .await;
+                    match response {
+                        Ok(response) if response.status().is_success() => {
+                            let body: serde_json::Value = response.json().await?;
+                            return body["order_id"]
+                                .as_str()
+                                .map(str::to_owned)
+                                .context("the order service answered without an order_id");
+                        }
+                        Ok(response) if response.status().is_client_error() => {
+                            anyhow::bail!("order {index} refused: {} {}", response.status(), response.text().await.unwrap_or_default())
+                        }
+                        failed if attempt < 5 => {
+                            tracing::warn!(?failed, attempt, "placing an order failed; retrying with the same Idempotency-Key");
+                            tokio::time::sleep(orderflow_broker::retry_backoff(attempt)).await;
+                        }
+                        Ok(response) => anyhow::bail!("order {index}: {}", response.status()),
+                        Err(error) => return Err(error).context("POST /orders"),
+                    }
+                }
+            }
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    results.into_iter().collect()
+}
+
+/// Polls the services until every order has reached its end state and every effect
+/// exists — or nothing has moved for 20 s (lost messages never arrive), or `deadline`.
+pub async fn wait_until_settled(
+    client: &reqwest::Client,
+    endpoints: &reconcile::Endpoints,
+    orders: usize,
+    deadline: Duration,
+    progress: bool,
+) -> anyhow::Result<Report> {
+    let started = Instant::now();
+    let mut last_change = Instant::now();
+    let mut last_missing = u64::MAX;
+    loop {
+        let snapshot = reconcile::fetch(client, endpoints).await?;
+        let report = reconcile::reconcile(&snapshot);
+        let settled = (report.paid + report.payment_failed) as usize;
+        let missing = report.missing_total();
+        let outbox_pending: i64 = snapshot.common.values().map(|common| common.outbox_pending).sum();
+        if progress {
+            let width = 30;
+            let filled = (settled * width / orders.max(1)).min(width);
+            eprint!(
+                "\r  [{}{}] {settled}/{orders} orders settled, {missing} effects pending   ",
+                "#".repeat(filled),
+                ".".repeat(width - filled)
+            );
+        }
+        let done = report.placed as usize >= orders && missing == 0 && outbox_pending == 0;
+        if missing != last_missing {
+            last_missing = missing;
+            last_change = Instant::now();
+        }
+        let stalled = last_change.elapsed() > Duration::from_secs(20);
+        if done || stalled || started.elapsed() > deadline {
+            if progress {
+                eprintln!();
+                if !done {
+                    eprintln!("  stopped waiting: {}", if stalled { "nothing moved for 20 s" } else { "deadline reached" });
+                }
+            }
+            return Ok(report);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inject_becomes_memory_url_parameters() {
+        let url = broker_url("memory://", Some("duplicate=0.2, reorder=0.1")).unwrap();
+        assert!(url.starts_with("memory://demo-"), "{url}");
+        assert!(url.ends_with("?duplicate=0.2&reorder=0.1"), "{url}");
+        assert!(broker_url("amqp://x", Some("drop=0.1")).is_err());
+        assert!(broker_url("memory://", Some("drop")).is_err());
+    }
+
+    #[test]
+    fn every_tenth_demo_order_is_over_the_card_limit() {
+        let total = |order: &serde_json::Value| -> i64 {
+            order["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|item| item["quantity"].as_i64().unwrap() * item["unit_price_cents"].as_i64().unwrap())
+                .sum()
+        };
+        assert!(total(&demo_order(9)) > 1_000_000);
+        assert!(total(&demo_order(3)) < 1_000_000);
+    }
+}
