@@ -71,6 +71,7 @@ ensure_postgres_access() {
 ensure_tansu_binary() {
   if [ -x "$TANSU_BIN" ]; then return 0; fi
   log "building tansu $TANSU_VERSION into $ORDERFLOW_CACHE (once; about 10 minutes)"
+  mkdir -p "$ORDERFLOW_CACHE"
   cargo install tansu --version "=$TANSU_VERSION" --locked --features libsql,dynostore \
     --root "$ORDERFLOW_CACHE/tansu-$TANSU_VERSION" >"$ORDERFLOW_CACHE/tansu-build.log" 2>&1 ||
     { tail -30 "$ORDERFLOW_CACHE/tansu-build.log" >&2; die "building tansu failed"; }

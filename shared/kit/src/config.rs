@@ -46,6 +46,16 @@ where
     }
 }
 
+/// Unwraps a configuration result, or prints the one-line reason and exits with status 2.
+/// For a service's `main`: a bad setting is an operator's mistake, not a crash worth a
+/// backtrace.
+pub fn or_exit<T>(service: &str, result: Result<T, ConfigError>) -> T {
+    result.unwrap_or_else(|error| {
+        eprintln!("{service}: bad configuration: {error}");
+        std::process::exit(2)
+    })
+}
+
 /// Checks a value read by [`env_or`] against a rule, naming the variable if it fails.
 pub fn ensure<T: Display>(
     variable: &str,

@@ -78,6 +78,14 @@ impl ApiError {
             field: Some(field.into()),
         }
     }
+    /// Any status, about one field (a 400 for a bad header, a 409 for a reused key).
+    pub fn with_field(status: StatusCode, field: impl Into<String>, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            message: message.into(),
+            field: Some(field.into()),
+        }
+    }
     /// A 500 that logs the cause and tells the client only that it failed.
     pub fn internal(error: impl std::fmt::Display) -> Self {
         tracing::error!(%error, "request failed");
@@ -113,4 +121,44 @@ pub async fn serve(
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await?;
     Ok(())
+}
+
+/// The container healthcheck, `<service>-service healthcheck`: asks this service's own
+/// `/readyz` (at `ORDERFLOW_HTTP_ADDR`, or `127.0.0.1:<default_port>`) and returns the
+/// process exit status — 0 when ready. Built into every binary so that the runtime image
+/// needs no curl.
+pub fn healthcheck(default_port: u16) -> i32 {
+    use std::io::{Read, Write};
+    let configured = crate::config::env_or(
+        "ORDERFLOW_HTTP_ADDR",
+        SocketAddr::from(([127, 0, 0, 1], default_port)),
+    );
+    let Ok(mut address) = configured else {
+        eprintln!("healthcheck: ORDERFLOW_HTTP_ADDR is not an address");
+        return 2;
+    };
+    if address.ip().is_unspecified() {
+        // Listening on every interface: ask over loopback.
+        address.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let timeout = std::time::Duration::from_secs(2);
+    let answer = (|| -> std::io::Result<String> {
+        let mut stream = std::net::TcpStream::connect_timeout(&address, timeout)?;
+        stream.set_read_timeout(Some(timeout))?;
+        stream.write_all(b"GET /readyz HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response)?;
+        Ok(response)
+    })();
+    match answer {
+        Ok(response) if response.starts_with("HTTP/1.0 200") || response.starts_with("HTTP/1.1 200") => 0,
+        Ok(response) => {
+            eprintln!("healthcheck: {}", response.lines().next().unwrap_or("empty answer"));
+            1
+        }
+        Err(error) => {
+            eprintln!("healthcheck: {address}: {error}");
+            1
+        }
+    }
 }

@@ -119,6 +119,7 @@ impl Service {
     pub async fn run(self, router: Router, shutdown: CancellationToken) -> anyhow::Result<()> {
         let Service {
             config,
+            db,
             broker,
             relay,
             stats,
@@ -159,6 +160,9 @@ impl Service {
         relay_stop.cancel();
         let _ = relay_task.await;
         let _ = broker.close().await;
+        // Close the pool too, so that nothing holds a connection to the database after
+        // the service has stopped (tests drop their databases right after).
+        db.pool().close().await;
         tracing::info!(service = %name, "stopped");
         served
     }

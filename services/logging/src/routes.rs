@@ -1,0 +1,83 @@
+//! The logging service's HTTP API.
+//!
+//! | route | answer |
+//! | --- | --- |
+//! | `GET /events?order_id=…` | that order's journey: its events in publish order, with headers and payloads |
+//! | `GET /internal/reconcile` | `{"events": [{order_id, event_type, count}], "common": {…}}` for `orderflow reconcile` |
+
+use axum::{
+    extract::{Query, State},
+    routing::get,
+    Json, Router,
+};
+use orderflow_kit::{
+    db::Db,
+    http::ApiError,
+    outbox::Relay,
+    service::{CommonReport, Service},
+};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::store::{self, LoggedEvent, ReconcileRow};
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct ApiState {
+    /// The service's database.
+    pub db: Db,
+    /// Its outbox relay (always empty: the logging service publishes nothing; reported so
+    /// every service's `common` block has the same shape).
+    pub relay: Relay,
+}
+
+/// The routes, ready to be served.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/events", get(journey))
+        .route("/internal/reconcile", get(reconcile))
+        .with_state(state)
+}
+
+/// `GET /events` parameters. A string, parsed by hand, so a bad id gets a JSON error naming
+/// the field rather than axum's plain-text rejection.
+#[derive(Debug, Deserialize)]
+pub struct EventsQuery {
+    /// The order whose journey to show.
+    pub order_id: Option<String>,
+}
+
+async fn journey(
+    State(state): State<ApiState>,
+    Query(query): Query<EventsQuery>,
+) -> Result<Json<Vec<LoggedEvent>>, ApiError> {
+    let order_id: Uuid = query
+        .order_id
+        .filter(|id| !id.is_empty())
+        .ok_or_else(|| ApiError::invalid("order_id", "order_id is required"))?
+        .parse()
+        .map_err(|error| ApiError::invalid("order_id", format!("not a UUID: {error}")))?;
+    let events = store::journey(&state.db, order_id)
+        .await
+        .map_err(|error| ApiError::internal(format!("{error:#}")))?;
+    Ok(Json(events))
+}
+
+/// `GET /internal/reconcile`.
+#[derive(Debug, Serialize)]
+pub struct ReconcileReport {
+    /// Stored events per order and event type.
+    pub events: Vec<ReconcileRow>,
+    /// Counters every service reports.
+    pub common: CommonReport,
+}
+
+async fn reconcile(State(state): State<ApiState>) -> Result<Json<ReconcileReport>, ApiError> {
+    let events = store::reconcile_rows(&state.db)
+        .await
+        .map_err(|error| ApiError::internal(format!("{error:#}")))?;
+    let common = Service::common_report(&state.db, &state.relay)
+        .await
+        .map_err(|error| ApiError::internal(format!("{error:#}")))?;
+    Ok(Json(ReconcileReport { events, common }))
+}

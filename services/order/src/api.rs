@@ -1,0 +1,130 @@
+//! The HTTP routes of the order service.
+//!
+//! | route | answer |
+//! | --- | --- |
+//! | `POST /orders` | `202 Accepted`, `Location: /orders/{id}`, the order as [`OrderView`] |
+//! | `GET /orders/{id}` | `200` with the order, its items and its history; `404` / `400` |
+//! | `GET /internal/reconcile` | every order's id, total and status plus the kit's counters |
+//!
+//! Every error is the kit's [`ApiError`] body, `{"error": "...", "field": "..."}`; the
+//! rules are in [`crate::validation`]. `/healthz` and `/readyz` are added by the kit.
+
+use axum::{
+    body::Bytes,
+    extract::{rejection::BytesRejection, DefaultBodyLimit, Path, State},
+    http::{header, HeaderMap, HeaderValue, StatusCode},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+    Json, Router,
+};
+use orderflow_kit::{db::Db, http::ApiError, outbox::Relay, service::Service};
+
+use crate::{
+    store::{self, OrderView, PlaceError, Placed},
+    validation::{self, ValidationError, IDEMPOTENCY_KEY_HEADER, MAX_BODY_BYTES},
+};
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    /// The order service's database.
+    pub db: Db,
+    /// Woken after an order commits, so its event goes out now rather than at the next poll.
+    pub relay: Relay,
+}
+
+/// The routes, with the body limit and a JSON 404 for anything else.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/orders", post(place_order))
+        .route("/orders/{id}", get(get_order))
+        .route("/internal/reconcile", get(reconcile))
+        .fallback(unknown_route)
+        // axum would otherwise accept 2 MB; an order is a few hundred bytes.
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+/// `POST /orders`.
+async fn place_order(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    validation::require_json_content_type(&headers)?;
+    // Bytes rather than axum's Json: its rejections are plain text, ours say which field.
+    let body = body.map_err(|rejection| match rejection.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ValidationError::too_large().into(),
+        status => ApiError::new(
+            status,
+            format!("could not read the request body: {rejection}"),
+        ),
+    })?;
+    let key = validation::idempotency_key(headers.get(IDEMPOTENCY_KEY_HEADER))?;
+    let order = validation::parse_order(&body)?;
+    let placed = store::place(&state.db, &order, key.as_deref())
+        .await
+        .map_err(|error| match error {
+            PlaceError::KeyReused => ApiError {
+                status: StatusCode::CONFLICT,
+                message: error.to_string(),
+                field: Some("Idempotency-Key".to_owned()),
+            },
+            PlaceError::Database(error) => ApiError::internal(format!("{error:#}")),
+        })?;
+    let (view, replayed) = match placed {
+        Placed::Created(view) => {
+            state.relay.wake();
+            tracing::info!(order_id = %view.order_id, total_cents = view.total_cents, "order placed");
+            (view, false)
+        }
+        Placed::Replayed(view) => {
+            tracing::info!(order_id = %view.order_id, "retried request answered with the first order");
+            (view, true)
+        }
+    };
+    Ok(accepted(view, replayed))
+}
+
+/// 202 with the order, where to find it, and whether this answers a retry.
+fn accepted(view: OrderView, replayed: bool) -> Response {
+    let location = HeaderValue::from_str(&format!("/orders/{}", view.order_id))
+        .expect("a UUID path is a valid header value");
+    let mut response = (StatusCode::ACCEPTED, Json(view)).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::LOCATION, location);
+    if replayed {
+        headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    response
+}
+
+/// `GET /orders/{id}`.
+async fn get_order(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<OrderView>, ApiError> {
+    let order_id = validation::order_id(&id)?;
+    store::find(&state.db, order_id)
+        .await
+        .map_err(|error| ApiError::internal(format!("{error:#}")))?
+        .map(Json)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no order {order_id}")))
+}
+
+/// `GET /internal/reconcile`.
+async fn reconcile(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let internal = |error: anyhow::Error| ApiError::internal(format!("{error:#}"));
+    let orders = store::reconcile_rows(&state.db).await.map_err(internal)?;
+    let common = Service::common_report(&state.db, &state.relay)
+        .await
+        .map_err(internal)?;
+    Ok(Json(
+        serde_json::json!({ "orders": orders, "common": common }),
+    ))
+}
+
+/// Anything else: a JSON 404 rather than an empty body.
+async fn unknown_route() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "no such route")
+}

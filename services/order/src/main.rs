@@ -1,0 +1,28 @@
+//! `order-service`: the order service as a process of its own, configured only through
+//! environment variables (see `orderflow_kit::config`). Stops gracefully on Ctrl-C or
+//! SIGTERM.
+
+use anyhow::Context;
+use orderflow_order::{config::OrderConfig, startup::Application};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    orderflow_kit::telemetry::init();
+    // A bad setting stops the start before anything connects anywhere, with one line that
+    // names the variable (not an error chain with a backtrace: the fix is in the setting,
+    // not in the code).
+    let config = match OrderConfig::from_env() {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("order-service: bad configuration: {error}");
+            std::process::exit(2);
+        }
+    };
+    let application = Application::build(config)
+        .await
+        .context("starting the order service")?;
+    tracing::info!(address = %application.address(), "order service listening");
+    application
+        .run_until_stopped(orderflow_kit::shutdown::on_signal())
+        .await
+}

@@ -1,0 +1,293 @@
+//! The simulated payment gateway.
+//!
+//! A real gateway is another company's system: slow, sometimes saying no, and — this is the
+//! part that matters for a message-driven service — it supports an *idempotency key*. The
+//! payment service sends the order id as that key, so when `order.placed` is delivered
+//! again after a crash (the charge happened, the payment row did not commit), asking again
+//! returns the first answer instead of charging the card a second time.
+//!
+//! The simulation keeps that behaviour honest:
+//!
+//! - **latency**: every request waits [`GatewaySettings::latency`];
+//! - **decisions are deterministic**: an order above the card limit is declined with
+//!   [`CARD_LIMIT_EXCEEDED`]; otherwise a hash of (seed, order id) mapped to `[0, 1)` below
+//!   [`GatewaySettings::failure_rate`] declines it with [`CARD_DECLINED`]. No RNG state, so a
+//!   redelivery, a restart or another replica decides the same;
+//! - **its own books**: the gateway records each request key once, in the table
+//!   `gateway_charges`, written outside the payment service's transaction, as an external
+//!   system would. [`Gateway::charges`] counts what it really charged — the number
+//!   `GET /internal/reconcile` reports and that must stay 1 per paid order.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use orderflow_kit::db::Db;
+use sqlx::Row;
+use uuid::Uuid;
+
+/// The reason given for orders above the card limit.
+pub const CARD_LIMIT_EXCEEDED: &str = "card limit exceeded";
+/// The reason given for orders the failure rate declines.
+pub const CARD_DECLINED: &str = "card declined";
+
+/// The gateway's books; created with the service's own tables.
+pub const MIGRATIONS: &[&str] = &[
+    // One row per idempotency key: a second request with the same key reads this row back
+    // instead of charging again. `outcome` is `succeeded` or `failed`.
+    "CREATE TABLE IF NOT EXISTS gateway_charges (
+        idempotency_key TEXT PRIMARY KEY,
+        order_id TEXT NOT NULL,
+        amount_cents BIGINT NOT NULL,
+        outcome TEXT NOT NULL,
+        reason TEXT,
+        payment_id TEXT,
+        decided_at TEXT NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS gateway_charges_by_order ON gateway_charges (order_id)",
+];
+
+/// How the simulated gateway behaves.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GatewaySettings {
+    /// Time to answer one request.
+    pub latency: Duration,
+    /// Share of orders (within the card limit) declined with [`CARD_DECLINED`], `0.0..=1.0`.
+    pub failure_rate: f64,
+    /// Seed of the decisions.
+    pub seed: u64,
+    /// Orders whose total exceeds this many cents are declined with [`CARD_LIMIT_EXCEEDED`].
+    pub card_limit_cents: i64,
+}
+
+impl Default for GatewaySettings {
+    fn default() -> Self {
+        GatewaySettings {
+            latency: Duration::from_millis(5),
+            failure_rate: 0.0,
+            seed: 42,
+            // 10,000 yuan: the demo makes every 10th order exceed it to show failures.
+            card_limit_cents: 1_000_000,
+        }
+    }
+}
+
+/// The gateway's answer to a charge request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChargeOutcome {
+    /// The card was charged.
+    Charged {
+        /// The gateway's reference for the charge.
+        payment_id: Uuid,
+        /// When it was charged.
+        at: DateTime<Utc>,
+    },
+    /// The card was not charged.
+    Declined {
+        /// Why, for a person.
+        reason: String,
+        /// When the gateway said no.
+        at: DateTime<Utc>,
+    },
+}
+
+/// The simulated gateway. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Gateway {
+    settings: GatewaySettings,
+    db: Db,
+}
+
+impl Gateway {
+    /// A gateway keeping its books in `db`.
+    pub fn new(settings: GatewaySettings, db: Db) -> Self {
+        Gateway { settings, db }
+    }
+
+    /// The decision for `order_id` and `amount_cents`: `None` to charge, or why not.
+    /// A pure function of the settings and its arguments.
+    pub fn decide(&self, order_id: Uuid, amount_cents: i64) -> Option<&'static str> {
+        if amount_cents > self.settings.card_limit_cents {
+            Some(CARD_LIMIT_EXCEEDED)
+        } else if unit_interval(self.settings.seed, order_id) < self.settings.failure_rate {
+            Some(CARD_DECLINED)
+        } else {
+            None
+        }
+    }
+
+    /// Charges `amount_cents` for `order_id`, at most once per `idempotency_key`: a repeated
+    /// key gets the first answer back and nothing is charged again.
+    pub async fn charge(
+        &self,
+        idempotency_key: &str,
+        order_id: Uuid,
+        amount_cents: i64,
+    ) -> anyhow::Result<ChargeOutcome> {
+        tokio::time::sleep(self.settings.latency).await;
+        let declined = self.decide(order_id, amount_cents);
+        let (outcome, payment_id) = match declined {
+            None => ("succeeded", Some(Uuid::now_v7().to_string())),
+            Some(_) => ("failed", None),
+        };
+        let db = &self.db;
+        // Insert-or-keep, then read back: when two requests with one key race, both read the
+        // row that won, so both report the same payment id.
+        sqlx::query(&db.sql(
+            "INSERT INTO gateway_charges
+                 (idempotency_key, order_id, amount_cents, outcome, reason, payment_id, decided_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (idempotency_key) DO NOTHING",
+        ))
+        .bind(idempotency_key)
+        .bind(order_id.to_string())
+        .bind(amount_cents)
+        .bind(outcome)
+        .bind(declined)
+        .bind(payment_id)
+        .bind(Utc::now().to_rfc3339())
+        .execute(db.pool())
+        .await
+        .context("gateway: recording the charge")?;
+        let row = sqlx::query(&db.sql(
+            "SELECT outcome, reason, payment_id, decided_at FROM gateway_charges
+             WHERE idempotency_key = $1",
+        ))
+        .bind(idempotency_key)
+        .fetch_one(db.pool())
+        .await
+        .context("gateway: reading the charge back")?;
+        let at = DateTime::parse_from_rfc3339(&row.try_get::<String, _>("decided_at")?)?.into();
+        Ok(match row.try_get::<String, _>("outcome")?.as_str() {
+            "succeeded" => ChargeOutcome::Charged {
+                payment_id: row
+                    .try_get::<Option<String>, _>("payment_id")?
+                    .context("gateway: a charge without a payment id")?
+                    .parse()?,
+                at,
+            },
+            _ => ChargeOutcome::Declined {
+                reason: row
+                    .try_get::<Option<String>, _>("reason")?
+                    .unwrap_or_else(|| CARD_DECLINED.to_owned()),
+                at,
+            },
+        })
+    }
+
+    /// How many times the gateway charged `order_id` (declines are not charges).
+    pub async fn charges(&self, order_id: Uuid) -> anyhow::Result<i64> {
+        Ok(sqlx::query_scalar(&self.db.sql(
+            "SELECT COUNT(*) FROM gateway_charges WHERE order_id = $1 AND outcome = 'succeeded'",
+        ))
+        .bind(order_id.to_string())
+        .fetch_one(self.db.pool())
+        .await?)
+    }
+}
+
+/// Maps (seed, order id) to a number in `[0, 1)`, the same on every machine and every run
+/// (unlike `std`'s hasher, whose algorithm may change between Rust releases).
+fn unit_interval(seed: u64, order_id: Uuid) -> f64 {
+    let (high, low) = order_id.as_u64_pair();
+    let mixed = splitmix64(splitmix64(seed ^ high) ^ low);
+    // The top 53 bits fill an f64 mantissa exactly.
+    (mixed >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// The SplitMix64 finaliser: a well-spread 64-bit hash of a 64-bit input.
+fn splitmix64(value: u64) -> u64 {
+    let mut z = value.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn gateway(settings: GatewaySettings) -> (Gateway, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!(
+            "orderflow-payment-gateway-{}",
+            Uuid::now_v7().simple()
+        ));
+        let db = Db::connect(&format!("sqlite://{}/payment.db", dir.display()))
+            .await
+            .unwrap();
+        db.migrate(MIGRATIONS).await.unwrap();
+        (Gateway::new(settings, db), dir)
+    }
+
+    fn settings(failure_rate: f64, seed: u64) -> GatewaySettings {
+        GatewaySettings {
+            latency: Duration::ZERO,
+            failure_rate,
+            seed,
+            ..GatewaySettings::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn decisions_depend_only_on_seed_and_order() {
+        let (half, dir) = gateway(settings(0.5, 7)).await;
+        let orders: Vec<Uuid> = (0..1_000).map(|_| Uuid::now_v7()).collect();
+        let first: Vec<_> = orders.iter().map(|id| half.decide(*id, 100)).collect();
+        let again: Vec<_> = orders.iter().map(|id| half.decide(*id, 100)).collect();
+        assert_eq!(first, again, "the same seed and order decide the same");
+        let declined = first.iter().filter(|decision| decision.is_some()).count();
+        assert!(
+            (400..600).contains(&declined),
+            "about half declined at rate 0.5, got {declined}"
+        );
+        let other_seed = Gateway::new(settings(0.5, 8), half.db.clone());
+        let differs = orders
+            .iter()
+            .filter(|id| other_seed.decide(**id, 100) != half.decide(**id, 100))
+            .count();
+        assert!(differs > 0, "another seed decides differently");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn rates_zero_and_one_and_the_card_limit() {
+        let (never, dir) = gateway(settings(0.0, 1)).await;
+        let always = Gateway::new(settings(1.0, 1), never.db.clone());
+        let order = Uuid::now_v7();
+        assert_eq!(
+            never.decide(order, 1_000_000),
+            None,
+            "the limit itself is allowed"
+        );
+        assert_eq!(never.decide(order, 1_000_001), Some(CARD_LIMIT_EXCEEDED));
+        assert_eq!(always.decide(order, 100), Some(CARD_DECLINED));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn a_repeated_idempotency_key_charges_once_and_answers_the_same() {
+        let (gateway, dir) = gateway(settings(0.0, 1)).await;
+        let order = Uuid::now_v7();
+        let key = order.to_string();
+        let first = gateway.charge(&key, order, 2_500).await.unwrap();
+        let second = gateway.charge(&key, order, 2_500).await.unwrap();
+        assert!(matches!(first, ChargeOutcome::Charged { .. }), "{first:?}");
+        assert_eq!(first, second);
+        assert_eq!(gateway.charges(order).await.unwrap(), 1);
+
+        let big = Uuid::now_v7();
+        let declined = gateway
+            .charge(&big.to_string(), big, 5_000_000)
+            .await
+            .unwrap();
+        assert!(
+            matches!(&declined, ChargeOutcome::Declined { reason, .. } if reason == CARD_LIMIT_EXCEEDED),
+            "{declined:?}"
+        );
+        assert_eq!(
+            gateway.charges(big).await.unwrap(),
+            0,
+            "a decline is no charge"
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

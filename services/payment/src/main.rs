@@ -1,0 +1,27 @@
+//! `payment-service`: the payment service as its own process.
+//!
+//! ```text
+//! ORDERFLOW_BROKER=amqp://guest:guest@127.0.0.1:5672/%2f \
+//! DATABASE_URL=postgres://postgres@127.0.0.1:5432/payment \
+//! ORDERFLOW_PAYMENT_FAILURE_RATE=0.1 \
+//!     cargo run -p orderflow-payment --bin payment-service
+//! ```
+//!
+//! Every setting comes from the environment (see `orderflow_payment::config`); a bad value
+//! stops the start with a message naming the variable. Ctrl-C or SIGTERM stops it gracefully.
+
+use anyhow::Context;
+use orderflow_kit::{config, shutdown, telemetry};
+use orderflow_payment::{config::PaymentConfig, startup::Application};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    telemetry::init();
+    // A bad setting stops the start before anything connects, with one line naming the
+    // variable: the fix is in the setting, not in the code, so no error chain or backtrace.
+    let config = config::or_exit("payment-service", PaymentConfig::from_env());
+    let application = Application::build(config)
+        .await
+        .context("starting the payment service")?;
+    application.run_until_stopped(shutdown::on_signal()).await
+}

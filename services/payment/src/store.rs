@@ -1,0 +1,158 @@
+//! The `payments` table: one row per order, the outcome the service published.
+//!
+//! `order_id` is the primary key: together with the idempotency claim in the same
+//! transaction, it is what makes "at most one payment per order" hold even when two
+//! different messages (a producer retry with a new envelope id) announce the same order.
+
+use chrono::{DateTime, Utc};
+use orderflow_kit::db::Db;
+use serde::Serialize;
+use sqlx::{any::AnyRow, Any, Row, Transaction};
+use uuid::Uuid;
+
+/// The service's own tables (the gateway's are in [`crate::gateway::MIGRATIONS`]).
+pub const MIGRATIONS: &[&str] = &["CREATE TABLE IF NOT EXISTS payments (
+        order_id TEXT PRIMARY KEY,
+        user_id BIGINT NOT NULL,
+        amount_cents BIGINT NOT NULL,
+        outcome TEXT NOT NULL,
+        reason TEXT,
+        payment_id TEXT,
+        message_id TEXT NOT NULL,
+        decided_at TEXT NOT NULL)"];
+
+/// `succeeded` or `failed`, as stored and reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentOutcome {
+    /// The gateway charged the order.
+    Succeeded,
+    /// The gateway declined it.
+    Failed,
+}
+
+impl PaymentOutcome {
+    /// The stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PaymentOutcome::Succeeded => "succeeded",
+            PaymentOutcome::Failed => "failed",
+        }
+    }
+
+    fn parse(text: &str) -> anyhow::Result<Self> {
+        match text {
+            "succeeded" => Ok(PaymentOutcome::Succeeded),
+            "failed" => Ok(PaymentOutcome::Failed),
+            other => anyhow::bail!("unknown payment outcome {other:?} in the payments table"),
+        }
+    }
+}
+
+/// One payment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Payment {
+    /// The order paid (or not).
+    pub order_id: Uuid,
+    /// The customer.
+    pub user_id: u64,
+    /// The amount charged or attempted, in cents.
+    pub amount_cents: i64,
+    /// What the gateway said.
+    pub outcome: PaymentOutcome,
+    /// Why it was declined.
+    pub reason: Option<String>,
+    /// The gateway's reference, for a charge.
+    pub payment_id: Option<Uuid>,
+    /// The `order.placed` message that led to this payment.
+    pub message_id: Uuid,
+    /// When the gateway answered.
+    pub decided_at: DateTime<Utc>,
+}
+
+/// Inserts `payment` unless the order already has one; `false` when it had.
+pub async fn insert(
+    db: &Db,
+    transaction: &mut Transaction<'_, Any>,
+    payment: &Payment,
+) -> anyhow::Result<bool> {
+    let inserted = sqlx::query(&db.sql(
+        "INSERT INTO payments
+             (order_id, user_id, amount_cents, outcome, reason, payment_id, message_id, decided_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+         ON CONFLICT (order_id) DO NOTHING",
+    ))
+    .bind(payment.order_id.to_string())
+    .bind(i64::try_from(payment.user_id)?)
+    .bind(payment.amount_cents)
+    .bind(payment.outcome.as_str())
+    .bind(payment.reason.clone())
+    .bind(payment.payment_id.map(|id| id.to_string()))
+    .bind(payment.message_id.to_string())
+    .bind(payment.decided_at.to_rfc3339())
+    .execute(&mut **transaction)
+    .await?
+    .rows_affected();
+    Ok(inserted == 1)
+}
+
+/// The payment of `order_id`, if any.
+pub async fn find(db: &Db, order_id: Uuid) -> anyhow::Result<Option<Payment>> {
+    let row = sqlx::query(&db.sql(
+        "SELECT order_id, user_id, amount_cents, outcome, reason, payment_id, message_id,
+                decided_at
+         FROM payments WHERE order_id = $1",
+    ))
+    .bind(order_id.to_string())
+    .fetch_optional(db.pool())
+    .await?;
+    row.as_ref().map(payment_from_row).transpose()
+}
+
+fn payment_from_row(row: &AnyRow) -> anyhow::Result<Payment> {
+    Ok(Payment {
+        order_id: row.try_get::<String, _>("order_id")?.parse()?,
+        user_id: u64::try_from(row.try_get::<i64, _>("user_id")?)?,
+        amount_cents: row.try_get("amount_cents")?,
+        outcome: PaymentOutcome::parse(&row.try_get::<String, _>("outcome")?)?,
+        reason: row.try_get("reason")?,
+        payment_id: row
+            .try_get::<Option<String>, _>("payment_id")?
+            .map(|id| id.parse())
+            .transpose()?,
+        message_id: row.try_get::<String, _>("message_id")?.parse()?,
+        decided_at: DateTime::parse_from_rfc3339(&row.try_get::<String, _>("decided_at")?)?.into(),
+    })
+}
+
+/// One line of the reconciliation report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReconcileRow {
+    /// The order.
+    pub order_id: String,
+    /// `succeeded` or `failed`.
+    pub outcome: String,
+    /// How many times the gateway charged the order (1 for a paid order, 0 for a declined one).
+    pub charges: i64,
+}
+
+/// Every payment with the gateway's charge count, for `GET /internal/reconcile`.
+pub async fn reconcile_rows(db: &Db) -> anyhow::Result<Vec<ReconcileRow>> {
+    let rows = sqlx::query(&db.sql(
+        "SELECT p.order_id, p.outcome,
+                (SELECT COUNT(*) FROM gateway_charges g
+                 WHERE g.order_id = p.order_id AND g.outcome = 'succeeded') AS charges
+         FROM payments p ORDER BY p.order_id",
+    ))
+    .fetch_all(db.pool())
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(ReconcileRow {
+                order_id: row.try_get("order_id")?,
+                outcome: row.try_get("outcome")?,
+                charges: row.try_get("charges")?,
+            })
+        })
+        .collect()
+}

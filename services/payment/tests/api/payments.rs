@@ -1,0 +1,213 @@
+//! One payment per order, however often `order.placed` arrives; declines published with
+//! their reason.
+
+use orderflow_events::{headers, topics, Event, LineItem, OrderPlaced};
+use uuid::Uuid;
+
+use crate::helpers::{drain, spawn_app, Store, TestApp};
+
+fn order(total_cents: i64) -> OrderPlaced {
+    OrderPlaced {
+        order_id: Uuid::now_v7(),
+        user_id: 7,
+        phone: "+8613800138000".into(),
+        items: vec![LineItem {
+            sku: "tea-500g".into(),
+            quantity: 1,
+            unit_price_cents: total_cents,
+        }],
+        total_cents,
+        placed_at: chrono::Utc::now(),
+    }
+}
+
+/// Publishes `order` three times: one envelope twice (a broker redelivery), then a new
+/// envelope for the same order (a producer that retried). Returns the first envelope's id.
+async fn publish_thrice(app: &TestApp, order: &OrderPlaced) -> Uuid {
+    let first = Event::OrderPlaced(order.clone()).to_envelope();
+    app.publish(first.clone()).await;
+    app.publish(first.clone()).await;
+    app.publish(Event::OrderPlaced(order.clone()).to_envelope())
+        .await;
+    first.id
+}
+
+/// Waits until all three deliveries are handled (one effect, two duplicates) and the
+/// outbox is empty; returns the reconcile report.
+async fn settled(app: &TestApp) -> serde_json::Value {
+    app.wait_for(
+        "one payment, two duplicates, an empty outbox",
+        |app| async move {
+            let report = app.reconcile().await;
+            let done = report["payments"].as_array().map(Vec::len) == Some(1)
+                && report["common"]["duplicates_ignored"].as_i64() >= Some(2)
+                && report["common"]["outbox_pending"] == 0;
+            done.then_some(report)
+        },
+    )
+    .await
+}
+
+async fn pays_once_however_often_the_order_arrives(store: Store) {
+    let app = spawn_app(store, |_| {}).await;
+    let mut published = app
+        .observe(&[topics::PAYMENT_SUCCEEDED, topics::PAYMENT_FAILED])
+        .await;
+    let order = order(12_345);
+    let cause = publish_thrice(&app, &order).await;
+
+    let report = settled(&app).await;
+    assert_eq!(
+        report["payments"][0]["order_id"],
+        order.order_id.to_string()
+    );
+    assert_eq!(report["payments"][0]["outcome"], "succeeded");
+    assert_eq!(report["payments"][0]["charges"], 1, "{report}");
+    assert_eq!(report["common"]["duplicates_ignored"], 2, "{report}");
+    assert_eq!(report["common"]["dead_lettered"], 0, "{report}");
+
+    let payment = app.get_json(&format!("/payments/{}", order.order_id)).await;
+    assert_eq!(payment["outcome"], "succeeded");
+    assert_eq!(payment["amount_cents"], 12_345);
+    assert_eq!(payment["charges"], 1);
+    assert_eq!(payment["message_id"], cause.to_string());
+
+    let events = drain(&mut published).await;
+    assert_eq!(events.len(), 1, "exactly one payment event: {events:#?}");
+    let Ok(Event::PaymentSucceeded(paid)) = Event::decode(&events[0].payload) else {
+        panic!("expected PaymentSucceeded: {:?}", events[0]);
+    };
+    assert_eq!(paid.order_id, order.order_id);
+    assert_eq!(paid.amount_cents, 12_345);
+    assert_eq!(paid.phone, order.phone);
+    assert_eq!(payment["payment_id"], paid.payment_id.to_string());
+    let envelope = &events[0];
+    assert_eq!(envelope.topic, topics::PAYMENT_SUCCEEDED);
+    assert_eq!(envelope.key, order.order_id.to_string());
+    assert_eq!(
+        envelope.correlation_id(),
+        Some(order.order_id.to_string().as_str())
+    );
+    assert_eq!(
+        envelope.header(headers::CAUSATION_ID),
+        Some(cause.to_string().as_str())
+    );
+    app.stop().await;
+}
+
+async fn declines_over_the_card_limit_with_the_reason(store: Store) {
+    let app = spawn_app(store, |_| {}).await;
+    let mut published = app
+        .observe(&[topics::PAYMENT_SUCCEEDED, topics::PAYMENT_FAILED])
+        .await;
+    let order = order(1_500_000);
+    publish_thrice(&app, &order).await;
+
+    let report = settled(&app).await;
+    assert_eq!(report["payments"][0]["outcome"], "failed");
+    assert_eq!(
+        report["payments"][0]["charges"], 0,
+        "a decline charges nothing"
+    );
+
+    let payment = app.get_json(&format!("/payments/{}", order.order_id)).await;
+    assert_eq!(payment["outcome"], "failed");
+    assert_eq!(payment["reason"], "card limit exceeded");
+
+    let events = drain(&mut published).await;
+    assert_eq!(events.len(), 1, "exactly one payment event: {events:#?}");
+    assert_eq!(events[0].topic, topics::PAYMENT_FAILED);
+    let Ok(Event::PaymentFailed(failed)) = Event::decode(&events[0].payload) else {
+        panic!("expected PaymentFailed: {:?}", events[0]);
+    };
+    assert_eq!(failed.order_id, order.order_id);
+    assert_eq!(failed.reason, "card limit exceeded");
+    assert_eq!(failed.amount_cents, 1_500_000);
+    app.stop().await;
+}
+
+async fn the_failure_rate_declines_with_card_declined(store: Store) {
+    let app = spawn_app(store, |config| config.gateway.failure_rate = 1.0).await;
+    let order = order(500);
+    publish_thrice(&app, &order).await;
+    let report = settled(&app).await;
+    assert_eq!(report["payments"][0]["outcome"], "failed");
+    let payment = app.get_json(&format!("/payments/{}", order.order_id)).await;
+    assert_eq!(payment["reason"], "card declined");
+    app.stop().await;
+}
+
+async fn nonsense_orders_are_dead_lettered(store: Store) {
+    let app = spawn_app(store, |_| {}).await;
+    let mut dead = app
+        .broker
+        .subscribe_dead_letters("payment")
+        .await
+        .expect("the dead-letter queue can be read");
+    let mut broken = order(1_000);
+    broken.total_cents = 999; // does not match its items
+    app.publish(Event::OrderPlaced(broken.clone()).to_envelope())
+        .await;
+    app.wait_for("the broken order to be dead-lettered", |app| async move {
+        let report = app.reconcile().await;
+        (report["common"]["dead_lettered"] == 1).then_some(())
+    })
+    .await;
+    let letter = dead
+        .next_within(crate::helpers::PATIENCE)
+        .await
+        .expect("a dead letter");
+    let reason = letter
+        .envelope()
+        .header(headers::DEAD_LETTER_REASON)
+        .unwrap_or_default()
+        .to_owned();
+    assert!(reason.contains("does not match its items"), "{reason}");
+    letter.ack().await.unwrap();
+    let response = app.get(&format!("/payments/{}", broken.order_id)).await;
+    assert_eq!(response.status(), 404);
+    app.stop().await;
+}
+
+async fn bad_order_ids_are_named(store: Store) {
+    let app = spawn_app(store, |_| {}).await;
+    let response = app.get("/payments/not-a-uuid").await;
+    assert_eq!(response.status(), 422);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["field"], "order_id");
+    let response = app.get(&format!("/payments/{}", Uuid::now_v7())).await;
+    assert_eq!(response.status(), 404);
+    app.stop().await;
+}
+
+/// Each scenario on SQLite and, when configured, on PostgreSQL.
+macro_rules! on_every_store {
+    ($($scenario:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    super::$scenario(super::Store::Sqlite).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    if let Some(store) = super::Store::postgres() {
+                        super::$scenario(store).await;
+                    }
+                }
+            )*
+        }
+    };
+}
+
+on_every_store!(
+    pays_once_however_often_the_order_arrives,
+    declines_over_the_card_limit_with_the_reason,
+    the_failure_rate_declines_with_card_declined,
+    nonsense_orders_are_dead_lettered,
+    bad_order_ids_are_named,
+);

@@ -1,0 +1,87 @@
+//! The points service's HTTP API.
+//!
+//! | route | answer |
+//! | --- | --- |
+//! | `GET /users/{id}/points` | `{user_id, balance, ledger: [{order_id, points, awarded_at}]}` (balance 0 for a user with no points) |
+//! | `GET /internal/reconcile` | `{"ledger": [{order_id, points}], "common": {…}}` for `orderflow reconcile` |
+
+use axum::{
+    extract::{Path, State},
+    routing::get,
+    Json, Router,
+};
+use orderflow_kit::{
+    db::Db,
+    http::ApiError,
+    outbox::Relay,
+    service::{CommonReport, Service},
+};
+use serde::Serialize;
+
+use crate::store::{self, LedgerEntry, ReconcileRow};
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct ApiState {
+    /// The service's database.
+    pub db: Db,
+    /// Its outbox relay (for the pending count).
+    pub relay: Relay,
+}
+
+/// The routes, ready to be served.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/users/{user_id}/points", get(points_of_user))
+        .route("/internal/reconcile", get(reconcile))
+        .with_state(state)
+}
+
+/// A user's points.
+#[derive(Debug, Serialize)]
+pub struct UserPoints {
+    /// The user.
+    pub user_id: u64,
+    /// The sum of the ledger.
+    pub balance: i64,
+    /// Every award, oldest first.
+    pub ledger: Vec<LedgerEntry>,
+}
+
+async fn points_of_user(
+    State(state): State<ApiState>,
+    Path(user_id): Path<String>,
+) -> Result<Json<UserPoints>, ApiError> {
+    let invalid = || ApiError::invalid("user_id", format!("{user_id:?} is not a user id"));
+    let id: u64 = user_id.parse().map_err(|_| invalid())?;
+    let stored_id = i64::try_from(id).map_err(|_| invalid())?;
+    let ledger = store::ledger_of(&state.db, stored_id)
+        .await
+        .map_err(|error| ApiError::internal(format!("{error:#}")))?;
+    // Summed from the rows returned, so the balance always agrees with the ledger shown.
+    let balance = ledger.iter().map(|entry| entry.points).sum();
+    Ok(Json(UserPoints {
+        user_id: id,
+        balance,
+        ledger,
+    }))
+}
+
+/// `GET /internal/reconcile`.
+#[derive(Debug, Serialize)]
+pub struct ReconcileReport {
+    /// Every ledger row.
+    pub ledger: Vec<ReconcileRow>,
+    /// Counters every service reports.
+    pub common: CommonReport,
+}
+
+async fn reconcile(State(state): State<ApiState>) -> Result<Json<ReconcileReport>, ApiError> {
+    let ledger = store::reconcile_rows(&state.db)
+        .await
+        .map_err(|error| ApiError::internal(format!("{error:#}")))?;
+    let common = Service::common_report(&state.db, &state.relay)
+        .await
+        .map_err(|error| ApiError::internal(format!("{error:#}")))?;
+    Ok(Json(ReconcileReport { ledger, common }))
+}

@@ -1,0 +1,82 @@
+//! The SMS service's HTTP API.
+//!
+//! | route | answer |
+//! | --- | --- |
+//! | `GET /sms?order_id=…` | the texts sent about that order (`[]` or one); without `order_id`, the latest 100 |
+//! | `GET /internal/reconcile` | `{"messages": [{order_id, instance}], "common": {…}}` for `orderflow reconcile` |
+
+use axum::{
+    extract::{Query, State},
+    routing::get,
+    Json, Router,
+};
+use orderflow_kit::{
+    db::Db,
+    http::ApiError,
+    outbox::Relay,
+    service::{CommonReport, Service},
+};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::store::{self, ReconcileRow, SmsRecord};
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct ApiState {
+    /// The service's database.
+    pub db: Db,
+    /// Its outbox relay (for the pending count).
+    pub relay: Relay,
+}
+
+/// The routes, ready to be served.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/sms", get(list_sms))
+        .route("/internal/reconcile", get(reconcile))
+        .with_state(state)
+}
+
+/// `GET /sms` parameters. A string, parsed by hand, so a bad id gets a JSON error naming
+/// the field rather than axum's plain-text rejection.
+#[derive(Debug, Deserialize)]
+pub struct SmsQuery {
+    /// Only texts about this order.
+    pub order_id: Option<String>,
+}
+
+async fn list_sms(
+    State(state): State<ApiState>,
+    Query(query): Query<SmsQuery>,
+) -> Result<Json<Vec<SmsRecord>>, ApiError> {
+    let order_id = query
+        .order_id
+        .filter(|id| !id.is_empty())
+        .map(|id| id.parse::<Uuid>())
+        .transpose()
+        .map_err(|error| ApiError::invalid("order_id", format!("not a UUID: {error}")))?;
+    let records = store::list(&state.db, order_id)
+        .await
+        .map_err(|error| ApiError::internal(format!("{error:#}")))?;
+    Ok(Json(records))
+}
+
+/// `GET /internal/reconcile`.
+#[derive(Debug, Serialize)]
+pub struct ReconcileReport {
+    /// Every text.
+    pub messages: Vec<ReconcileRow>,
+    /// Counters every service reports.
+    pub common: CommonReport,
+}
+
+async fn reconcile(State(state): State<ApiState>) -> Result<Json<ReconcileReport>, ApiError> {
+    let messages = store::reconcile_rows(&state.db)
+        .await
+        .map_err(|error| ApiError::internal(format!("{error:#}")))?;
+    let common = Service::common_report(&state.db, &state.relay)
+        .await
+        .map_err(|error| ApiError::internal(format!("{error:#}")))?;
+    Ok(Json(ReconcileReport { messages, common }))
+}

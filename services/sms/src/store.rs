@@ -1,0 +1,130 @@
+//! The `sms_messages` table: one row per order, the text the gateway accepted.
+//!
+//! `order_id` is unique: together with the idempotency claim in the same transaction, it is
+//! what makes "exactly one SMS per order" hold even when the payment event arrives twice,
+//! or is handled by two copies of the service.
+
+use chrono::{DateTime, Utc};
+use orderflow_kit::db::Db;
+use serde::Serialize;
+use sqlx::{any::AnyRow, Any, Row, Transaction};
+use uuid::Uuid;
+
+/// The service's tables.
+pub const MIGRATIONS: &[&str] = &["CREATE TABLE IF NOT EXISTS sms_messages (
+        id {serial} PRIMARY KEY,
+        order_id TEXT NOT NULL UNIQUE,
+        phone TEXT NOT NULL,
+        text TEXT NOT NULL,
+        instance TEXT NOT NULL,
+        message_id TEXT NOT NULL,
+        sent_at TEXT NOT NULL)"];
+
+/// How many texts `GET /sms` lists at most without an order id.
+pub const RECENT_LIMIT: i64 = 100;
+
+/// One text as stored and shown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SmsRecord {
+    /// The order it is about.
+    pub order_id: Uuid,
+    /// Where it went.
+    pub phone: String,
+    /// What it said.
+    pub text: String,
+    /// Which copy of the service sent it.
+    pub instance: String,
+    /// The `payment.succeeded` message that led to it.
+    pub message_id: Uuid,
+    /// When the gateway accepted it.
+    pub sent_at: DateTime<Utc>,
+}
+
+/// Records `record` unless its order already has a text; `false` when it had.
+pub async fn insert(
+    db: &Db,
+    transaction: &mut Transaction<'_, Any>,
+    record: &SmsRecord,
+) -> anyhow::Result<bool> {
+    let inserted = sqlx::query(&db.sql(
+        "INSERT INTO sms_messages (order_id, phone, text, instance, message_id, sent_at)
+         VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (order_id) DO NOTHING",
+    ))
+    .bind(record.order_id.to_string())
+    .bind(&record.phone)
+    .bind(&record.text)
+    .bind(&record.instance)
+    .bind(record.message_id.to_string())
+    .bind(record.sent_at.to_rfc3339())
+    .execute(&mut **transaction)
+    .await?
+    .rows_affected();
+    Ok(inserted == 1)
+}
+
+/// Whether a text for `order_id` was recorded.
+pub async fn exists(db: &Db, order_id: Uuid) -> anyhow::Result<bool> {
+    let found: Option<i64> =
+        sqlx::query_scalar(&db.sql("SELECT id FROM sms_messages WHERE order_id = $1"))
+            .bind(order_id.to_string())
+            .fetch_optional(db.pool())
+            .await?;
+    Ok(found.is_some())
+}
+
+/// The texts about `order_id` (at most one), or the most recent [`RECENT_LIMIT`] texts.
+pub async fn list(db: &Db, order_id: Option<Uuid>) -> anyhow::Result<Vec<SmsRecord>> {
+    const COLUMNS: &str = "SELECT order_id, phone, text, instance, message_id, sent_at
+                           FROM sms_messages";
+    let rows = match order_id {
+        Some(order_id) => {
+            sqlx::query(&db.sql(&format!("{COLUMNS} WHERE order_id = $1 ORDER BY id")))
+                .bind(order_id.to_string())
+                .fetch_all(db.pool())
+                .await?
+        }
+        None => {
+            sqlx::query(&db.sql(&format!("{COLUMNS} ORDER BY id DESC LIMIT $1")))
+                .bind(RECENT_LIMIT)
+                .fetch_all(db.pool())
+                .await?
+        }
+    };
+    rows.iter().map(record_from_row).collect()
+}
+
+fn record_from_row(row: &AnyRow) -> anyhow::Result<SmsRecord> {
+    Ok(SmsRecord {
+        order_id: row.try_get::<String, _>("order_id")?.parse()?,
+        phone: row.try_get("phone")?,
+        text: row.try_get("text")?,
+        instance: row.try_get("instance")?,
+        message_id: row.try_get::<String, _>("message_id")?.parse()?,
+        sent_at: DateTime::parse_from_rfc3339(&row.try_get::<String, _>("sent_at")?)?.into(),
+    })
+}
+
+/// One line of the reconciliation report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReconcileRow {
+    /// The order.
+    pub order_id: String,
+    /// Which copy sent its text.
+    pub instance: String,
+}
+
+/// Every text, for `GET /internal/reconcile`.
+pub async fn reconcile_rows(db: &Db) -> anyhow::Result<Vec<ReconcileRow>> {
+    let rows = sqlx::query(&db.sql("SELECT order_id, instance FROM sms_messages ORDER BY id"))
+        .fetch_all(db.pool())
+        .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(ReconcileRow {
+                order_id: row.try_get("order_id")?,
+                instance: row.try_get("instance")?,
+            })
+        })
+        .collect()
+}
