@@ -132,12 +132,14 @@ fn redact(url: &str) -> String {
 /// the simulated card limit, so some payments fail by design.
 pub fn demo_order(index: usize) -> serde_json::Value {
     let over_the_limit = index % 10 == 9;
+    const SKUS: [&str; 4] = ["green-tea-250g", "oolong-100g", "teapot", "cups-x4"];
     let items: Vec<serde_json::Value> = (0..1 + index % 3)
         .map(|item| {
+            let sku = SKUS[(index + item) % SKUS.len()];
             serde_json::json!({
-                "sku": ["green-tea-250g", "oolong-100g", "teapot", "cups-x4"][(index + item) % 4],
+                "sku": sku,
                 "quantity": 1 + (index + item) % 3,
-                "unit_price_cents": if over_the_limit { 600_000 } else { 990 + 1_000 * ((index * 7 + item) % 20) as i64 },
+                "unit_price_cents": if over_the_limit { 1_200_000 } else { 990 + 1_000 * ((index * 7 + item) % 20) as i64 },
             })
         })
         .collect();

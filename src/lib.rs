@@ -10,4 +10,6 @@
 //! - [`bench`] — the broker abstraction against the raw clients.
 
 pub mod bench;
+pub mod demo;
 pub mod reconcile;
+pub mod stack;

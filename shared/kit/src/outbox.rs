@@ -138,22 +138,45 @@ impl Relay {
                 .into(),
             });
         }
-        let count = envelopes.len();
-        // Confirmed by the broker before anything is marked sent.
-        self.broker.publish_all(envelopes).await?;
-        let placeholders: Vec<String> = (2..sequence_numbers.len() + 2)
-            .map(|index| format!("${index}"))
-            .collect();
-        let mark = db.sql(&format!(
-            "UPDATE outbox SET sent_at = $1 WHERE seq IN ({})",
-            placeholders.join(", ")
-        ));
-        let mut query = sqlx::query(&mark).bind(chrono::Utc::now().to_rfc3339());
-        for sequence in sequence_numbers {
-            query = query.bind(sequence);
+        // Each row is published on its own but all at once: the confirms are pipelined
+        // (one round trip for the batch) and a lost message costs only its own row a
+        // second try, not the whole batch. Only confirmed rows are marked sent.
+        let confirms = futures::future::join_all(
+            envelopes
+                .into_iter()
+                .map(|envelope| self.broker.publish(envelope)),
+        )
+        .await;
+        let mut confirmed = Vec::with_capacity(sequence_numbers.len());
+        let mut first_failure = None;
+        for (sequence, confirm) in sequence_numbers.into_iter().zip(confirms) {
+            match confirm {
+                Ok(()) => confirmed.push(sequence),
+                Err(error) => {
+                    first_failure.get_or_insert(error);
+                }
+            }
         }
-        query.execute(&mut *transaction).await?;
+        let count = confirmed.len();
+        if !confirmed.is_empty() {
+            let placeholders: Vec<String> = (2..confirmed.len() + 2)
+                .map(|index| format!("${index}"))
+                .collect();
+            let mark = db.sql(&format!(
+                "UPDATE outbox SET sent_at = $1 WHERE seq IN ({})",
+                placeholders.join(", ")
+            ));
+            let mut query = sqlx::query(&mark).bind(chrono::Utc::now().to_rfc3339());
+            for sequence in confirmed {
+                query = query.bind(sequence);
+            }
+            query.execute(&mut *transaction).await?;
+        }
         transaction.commit().await?;
+        if let Some(error) = first_failure {
+            // The unconfirmed rows stay unsent; the caller backs off and tries them again.
+            return Err(error.into());
+        }
         Ok(count)
     }
 
