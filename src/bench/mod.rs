@@ -43,6 +43,15 @@ pub async fn abstraction(
     messages: usize,
     payload_bytes: usize,
 ) -> anyhow::Result<Rates> {
+    // Everything is published before anything is consumed, so the embedded broker's
+    // queue must hold all of it (its default bound would make the publisher wait forever).
+    let url = if url.starts_with("memory://") && !url.contains("capacity=") {
+        let separator = if url.contains('?') { '&' } else { '?' };
+        format!("{url}{separator}capacity={}", messages.max(1))
+    } else {
+        url.to_owned()
+    };
+    let url = url.as_str();
     let broker = orderflow_broker::connect(url)
         .await
         .with_context(|| format!("connecting to {url}"))?;

@@ -59,6 +59,8 @@ use crate::{
 pub const DEFAULT_CAPACITY: usize = 100_000;
 /// How far a consumer looks past messages of keys another consumer owns.
 const SCAN_LIMIT: usize = 4_096;
+/// Messages a consumer takes from its group under one lock (bounded by its credit).
+const TAKE_AT_ONCE: usize = 64;
 /// A reordered message waits at most this long for later messages to overtake it.
 const REORDER_WINDOW: Duration = Duration::from_millis(20);
 
@@ -173,6 +175,8 @@ struct GroupState {
     in_flight: u64,
     /// Held back by an injected reorder or delay, not yet in `ready`.
     held: u64,
+    /// Consumers waiting for a message they may take.
+    sleepers: usize,
     /// Reordered messages waiting for `pass` more messages to overtake them.
     reordered: Vec<(u64, u8, Message)>,
     /// Key hash → (the consumer holding unacked messages of that key, how many).
@@ -232,31 +236,59 @@ impl Group {
         }
     }
 
-    /// Takes the first waiting message `consumer` may have: its key is free or already
-    /// held by this consumer.
-    fn take_for(&self, consumer: u64) -> Option<Message> {
+    /// Moves up to `most` waiting messages `consumer` may have (their key is free or
+    /// already held by this consumer) into `batch`, under one lock. When there are none
+    /// and `sleep` is set, counts the consumer as sleeping, so publishers and settlers
+    /// know to wake it (see [`Group::wake`]).
+    fn take_batch(&self, consumer: u64, most: usize, batch: &mut Vec<Message>, sleep: bool) {
         let mut state = lock(&self.state);
         let was_full = state.ready.len() >= self.capacity;
-        let position = state
-            .ready
-            .iter()
-            .take(SCAN_LIMIT)
-            .position(|message| match state.owners.get(&message.key_hash) {
+        let mut scanned = 0;
+        let mut index = 0;
+        while batch.len() < most && index < state.ready.len() && scanned < SCAN_LIMIT {
+            scanned += 1;
+            let key_hash = state.ready[index].key_hash;
+            let free = match state.owners.get(&key_hash) {
                 None => true,
                 Some((owner, _)) => *owner == consumer,
-            })?;
-        let message = state.ready.remove(position)?;
-        state
-            .owners
-            .entry(message.key_hash)
-            .and_modify(|(_, held)| *held += 1)
-            .or_insert((consumer, 1));
-        state.in_flight += 1;
+            };
+            if !free {
+                index += 1;
+                continue;
+            }
+            let message = state.ready.remove(index).expect("index is in bounds");
+            state
+                .owners
+                .entry(key_hash)
+                .and_modify(|(_, held)| *held += 1)
+                .or_insert((consumer, 1));
+            state.in_flight += 1;
+            batch.push(message);
+        }
+        if batch.is_empty() && sleep {
+            state.sleepers += 1;
+        }
+        let has_room = state.ready.len() < self.capacity;
         drop(state);
-        if was_full {
+        if was_full && has_room {
             self.room.notify_waiters();
         }
-        Some(message)
+    }
+
+    /// A consumer that slept is awake again.
+    fn woke(&self) {
+        lock(&self.state).sleepers -= 1;
+    }
+
+    /// Releases the lock and wakes sleeping consumers, if there are any: a consumer only
+    /// sleeps when it found nothing it may take, so waking is needed only then — and
+    /// skipping it keeps the hot path (a busy consumer) free of notifications.
+    fn wake(&self, state: MutexGuard<'_, GroupState>) {
+        let sleepers = state.sleepers;
+        drop(state);
+        if sleepers > 0 {
+            self.available.notify_waiters();
+        }
     }
 
     /// A delivery of `key_hash` is settled; if `requeue`, the message goes back to its place.
@@ -272,8 +304,7 @@ impl Group {
         if let Some(message) = requeue {
             Group::insert(&mut state, message);
         }
-        drop(state);
-        self.available.notify_waiters();
+        self.wake(state);
     }
 
     fn backlog(&self) -> u64 {
@@ -440,48 +471,67 @@ impl MemoryBroker {
         let dead_letters = self.dead_letter_group(&group_name);
         tokio::spawn(async move {
             let group_name: Arc<str> = group_name.into();
-            loop {
+            let mut batch = Vec::new();
+            let mut credits = Vec::new();
+            'consuming: loop {
                 // Credit first: at most `prefetch` unsettled deliveries per consumer.
                 let permit = tokio::select! {
                     permit = credit.clone().acquire_owned() => permit.expect("never closed"),
                     () = sender.closed() => break,
                     () = closing.notified() => break,
                 };
-                let message = loop {
+                credits.push(permit);
+                while credits.len() < TAKE_AT_ONCE {
+                    match credit.clone().try_acquire_owned() {
+                        Ok(permit) => credits.push(permit),
+                        Err(_) => break,
+                    }
+                }
+                group.take_batch(consumer, credits.len(), &mut batch, false);
+                while batch.is_empty() {
                     let available = group.available.notified();
                     tokio::pin!(available);
-                    // Registered before looking, so a message arriving in between wakes us.
+                    // Registered before looking again, so a message arriving in between
+                    // wakes us.
                     available.as_mut().enable();
-                    if let Some(message) = group.take_for(consumer) {
-                        break Some(message);
+                    group.take_batch(consumer, credits.len(), &mut batch, true);
+                    if !batch.is_empty() {
+                        break;
                     }
-                    tokio::select! {
-                        () = available => {}
-                        () = sender.closed() => break None,
-                        () = closing.notified() => break None,
+                    let stop = tokio::select! {
+                        () = available => false,
+                        () = sender.closed() => true,
+                        () = closing.notified() => true,
+                    };
+                    group.woke();
+                    if stop {
+                        break 'consuming;
                     }
-                };
-                let Some(message) = message else { break };
-                let settle = MemorySettle {
-                    group: group.clone(),
-                    dead_letters: dead_letters.clone(),
-                    sequence: message.sequence,
-                    key_hash: message.key_hash,
-                    envelope: None,
-                    _credit: permit,
-                };
-                let delivery = Delivery::new(
-                    message.envelope.clone(),
-                    &*group_name,
-                    Box::new(MemorySettle {
-                        envelope: Some(message.envelope),
-                        ..settle
-                    }),
-                );
-                // A closed receiver hands the delivery back; dropping it requeues it.
-                if sender.send(delivery).await.is_err() {
+                }
+                for message in batch.drain(..) {
+                    let permit = credits.pop().expect("one credit per message taken");
+                    let delivery = Delivery::new(
+                        message.envelope.clone(),
+                        &*group_name,
+                        Box::new(MemorySettle {
+                            group: group.clone(),
+                            dead_letters: dead_letters.clone(),
+                            sequence: message.sequence,
+                            key_hash: message.key_hash,
+                            envelope: Some(message.envelope),
+                            _credit: permit,
+                        }),
+                    );
+                    // A closed receiver hands the delivery back; dropping it requeues it
+                    // (and the rest of the batch is requeued as this loop goes on).
+                    if let Err(refused) = sender.send(delivery).await {
+                        drop(refused);
+                    }
+                }
+                if sender.is_closed() {
                     break;
                 }
+                credits.clear();
             }
         });
         Deliveries::new(receiver, Box::new(()))
@@ -537,8 +587,7 @@ impl MemoryBroker {
                         let mut state = lock(&group.state);
                         state.held -= 1;
                         group.enqueue(&mut state, message);
-                        drop(state);
-                        group.available.notify_waiters();
+                        group.wake(state);
                     });
                 } else if let Some(pass) = fault.reorder {
                     self.inner.faults.reordered.fetch_add(1, Ordering::Relaxed);
@@ -558,16 +607,15 @@ impl MemoryBroker {
                             state.held -= 1;
                             let sequence = group.next_sequence();
                             Group::insert(&mut state, Message { sequence, ..message });
-                            drop(state);
-                            group.available.notify_waiters();
+                            group.wake(state);
                         }
                     });
                 } else {
                     let mut state = lock(&group.state);
                     group.enqueue(&mut state, message);
+                    group.wake(state);
                 }
             }
-            group.available.notify_waiters();
         }
         Ok(())
     }
@@ -662,8 +710,7 @@ impl MemorySettle {
                 envelope,
             },
         );
-        drop(state);
-        group.available.notify_waiters();
+        group.wake(state);
     }
 }
 
