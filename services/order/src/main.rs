@@ -7,17 +7,13 @@ use orderflow_order::{config::OrderConfig, startup::Application};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // `order-service healthcheck`: the container healthcheck asks /readyz and exits.
+    orderflow_kit::http::exit_if_healthcheck(8080);
     orderflow_kit::telemetry::init();
     // A bad setting stops the start before anything connects anywhere, with one line that
     // names the variable (not an error chain with a backtrace: the fix is in the setting,
     // not in the code).
-    let config = match OrderConfig::from_env() {
-        Ok(config) => config,
-        Err(error) => {
-            eprintln!("order-service: bad configuration: {error}");
-            std::process::exit(2);
-        }
-    };
+    let config = orderflow_kit::config::or_exit("order-service", OrderConfig::from_env());
     let application = Application::build(config)
         .await
         .context("starting the order service")?;

@@ -162,3 +162,12 @@ pub fn healthcheck(default_port: u16) -> i32 {
         }
     }
 }
+
+/// Runs [`healthcheck`] and exits when the process was started as
+/// `<service>-service healthcheck` (the compose file's healthcheck command); returns
+/// otherwise. Call first thing in `main`.
+pub fn exit_if_healthcheck(default_port: u16) {
+    if std::env::args().nth(1).as_deref() == Some("healthcheck") {
+        std::process::exit(healthcheck(default_port));
+    }
+}
