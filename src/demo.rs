@@ -52,7 +52,19 @@ struct DemoOutput<'a> {
     broker: String,
     orders_per_s: f64,
     place_ms: u64,
+    /// What the embedded broker injected (memory:// with --inject only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    faults_injected: Option<FaultsInjected>,
     exact: bool,
+}
+
+/// The embedded broker's fault counters, as printed.
+#[derive(Serialize)]
+struct FaultsInjected {
+    dropped: u64,
+    duplicated: u64,
+    reordered: u64,
+    delayed: u64,
 }
 
 /// Runs the demo; `Ok(false)` when the reconciliation is not exact.
@@ -67,15 +79,37 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
     let endpoints = stack.endpoints();
     let client = reqwest::Client::new();
     if !args.json {
-        eprintln!("five services up on {} ({} orders to place)", redact(&broker), args.orders);
+        eprintln!(
+            "five services up on {} ({} orders to place)",
+            redact(&broker),
+            args.orders
+        );
     }
 
     let started = Instant::now();
     place_orders(&client, &endpoints.order, args.orders).await?;
     let place_ms = started.elapsed().as_millis() as u64;
-    let mut report = wait_until_settled(&client, &endpoints, args.orders, Duration::from_secs(args.deadline_secs), !args.json).await?;
+    let mut report = wait_until_settled(
+        &client,
+        &endpoints,
+        args.orders,
+        Duration::from_secs(args.deadline_secs),
+        !args.json,
+    )
+    .await?;
     let elapsed = started.elapsed();
     report.elapsed_ms = Some(elapsed.as_millis() as u64);
+    // Read before the stack stops: the embedded broker lives as long as its handles.
+    let faults_injected = args
+        .inject
+        .as_ref()
+        .and_then(|_| orderflow_broker::memory::fault_stats(&broker))
+        .map(|stats| FaultsInjected {
+            dropped: stats.dropped,
+            duplicated: stats.duplicated,
+            reordered: stats.reordered,
+            delayed: stats.delayed,
+        });
     stack.stop().await?;
 
     let orders_per_s = args.orders as f64 / elapsed.as_secs_f64();
@@ -85,11 +119,23 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
             broker: redact(&broker),
             orders_per_s: (orders_per_s * 10.0).round() / 10.0,
             place_ms,
+            faults_injected,
             exact: report.is_exact(),
         };
         println!("{}", serde_json::to_string(&output)?);
     } else {
-        println!("\nreconciliation ({} orders on {}, {orders_per_s:.0} orders/s end to end)", args.orders, redact(&broker));
+        println!(
+            "\nreconciliation ({} orders on {}, {orders_per_s:.0} orders/s end to end)",
+            args.orders,
+            redact(&broker)
+        );
+        if let Some(faults) = &faults_injected {
+            println!(
+                "  faults injected by the broker: {} publishes lost (no confirm), {} deliveries \
+                 duplicated, {} reordered, {} delayed",
+                faults.dropped, faults.duplicated, faults.reordered, faults.delayed
+            );
+        }
         print!("{}", report.render());
     }
     Ok(report.is_exact())
@@ -114,10 +160,14 @@ fn broker_url(broker: &str, inject: Option<&str>) -> anyhow::Result<String> {
     } else {
         broker.to_owned()
     };
-    for fault in faults.split(',').map(str::trim).filter(|fault| !fault.is_empty()) {
-        let (name, value) = fault
-            .split_once('=')
-            .with_context(|| format!("--inject: `{fault}` should be name=probability, e.g. duplicate=0.2"))?;
+    for fault in faults
+        .split(',')
+        .map(str::trim)
+        .filter(|fault| !fault.is_empty())
+    {
+        let (name, value) = fault.split_once('=').with_context(|| {
+            format!("--inject: `{fault}` should be name=probability, e.g. duplicate=0.2")
+        })?;
         url.push(if url.contains('?') { '&' } else { '?' });
         url.push_str(&format!("{}={}", name.trim(), value.trim()));
     }
@@ -152,7 +202,11 @@ pub fn demo_order(index: usize) -> serde_json::Value {
 
 /// Places `count` orders through `POST /orders`, 32 at a time. Each request carries an
 /// Idempotency-Key, so a request retried after a network error cannot create a second order.
-pub async fn place_orders(client: &reqwest::Client, order_url: &str, count: usize) -> anyhow::Result<Vec<String>> {
+pub async fn place_orders(
+    client: &reqwest::Client,
+    order_url: &str,
+    count: usize,
+) -> anyhow::Result<Vec<String>> {
     let url = format!("{}/orders", order_url.trim_end_matches('/'));
     let results: Vec<anyhow::Result<String>> = futures::stream::iter(0..count)
         .map(|index| {
@@ -179,10 +233,18 @@ pub async fn place_orders(client: &reqwest::Client, order_url: &str, count: usiz
                                 .context("the order service answered without an order_id");
                         }
                         Ok(response) if response.status().is_client_error() => {
-                            anyhow::bail!("order {index} refused: {} {}", response.status(), response.text().await.unwrap_or_default())
+                            anyhow::bail!(
+                                "order {index} refused: {} {}",
+                                response.status(),
+                                response.text().await.unwrap_or_default()
+                            )
                         }
                         failed if attempt < 5 => {
-                            tracing::warn!(?failed, attempt, "placing an order failed; retrying with the same Idempotency-Key");
+                            tracing::warn!(
+                                ?failed,
+                                attempt,
+                                "placing an order failed; retrying with the same Idempotency-Key"
+                            );
                             tokio::time::sleep(orderflow_broker::retry_backoff(attempt)).await;
                         }
                         Ok(response) => anyhow::bail!("order {index}: {}", response.status()),
@@ -214,7 +276,11 @@ pub async fn wait_until_settled(
         let report = reconcile::reconcile(&snapshot);
         let settled = (report.paid + report.payment_failed) as usize;
         let missing = report.missing_total();
-        let outbox_pending: i64 = snapshot.common.values().map(|common| common.outbox_pending).sum();
+        let outbox_pending: i64 = snapshot
+            .common
+            .values()
+            .map(|common| common.outbox_pending)
+            .sum();
         if progress {
             let width = 30;
             let filled = (settled * width / orders.max(1)).min(width);
@@ -234,7 +300,14 @@ pub async fn wait_until_settled(
             if progress {
                 eprintln!();
                 if !done {
-                    eprintln!("  stopped waiting: {}", if stalled { "nothing moved for 20 s" } else { "deadline reached" });
+                    eprintln!(
+                        "  stopped waiting: {}",
+                        if stalled {
+                            "nothing moved for 20 s"
+                        } else {
+                            "deadline reached"
+                        }
+                    );
                 }
             }
             return Ok(report);
@@ -263,7 +336,9 @@ mod tests {
                 .as_array()
                 .unwrap()
                 .iter()
-                .map(|item| item["quantity"].as_i64().unwrap() * item["unit_price_cents"].as_i64().unwrap())
+                .map(|item| {
+                    item["quantity"].as_i64().unwrap() * item["unit_price_cents"].as_i64().unwrap()
+                })
                 .sum()
         };
         assert!(total(&demo_order(9)) > 1_000_000);
