@@ -21,6 +21,10 @@ use orderflow_kit::testenv;
 
 const SETTLE_DEADLINE: Duration = Duration::from_secs(300);
 
+/// At most two stacks at once: each holds up to 50 PostgreSQL connections (five services,
+/// pools of 10) and the server allows 100; two cores gain nothing from more anyway.
+static STACKS_AT_ONCE: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+
 /// The PostgreSQL server (without a database name) the services get databases on.
 fn postgres_server() -> Option<String> {
     let url = testenv::require("ORDERFLOW_DATABASE_URL", "PostgreSQL")?;
@@ -32,13 +36,22 @@ fn postgres_server() -> Option<String> {
 /// A broker for one test, torn down when dropped.
 enum TestBroker {
     Memory(String),
-    Rabbit { url: String, vhost: String },
-    Tansu { url: String, process: std::process::Child },
+    Rabbit {
+        url: String,
+        vhost: String,
+    },
+    Tansu {
+        url: String,
+        process: std::process::Child,
+    },
 }
 
 impl TestBroker {
     fn memory(faults: &str) -> TestBroker {
-        TestBroker::Memory(format!("memory://e2e-{}{faults}", uuid::Uuid::now_v7().simple()))
+        TestBroker::Memory(format!(
+            "memory://e2e-{}{faults}",
+            uuid::Uuid::now_v7().simple()
+        ))
     }
 
     /// A RabbitMQ virtual host of the test's own: its exchanges and queues are invisible
@@ -48,7 +61,10 @@ impl TestBroker {
         let vhost = format!("orderflow-e2e-{}", uuid::Uuid::now_v7().simple());
         rabbitmqctl(&["add_vhost", &vhost]);
         rabbitmqctl(&["set_permissions", "-p", &vhost, "guest", ".*", ".*", ".*"]);
-        let server = base.rsplit_once('/').map_or(base.as_str(), |(server, _)| server).to_owned();
+        let server = base
+            .rsplit_once('/')
+            .map_or(base.as_str(), |(server, _)| server)
+            .to_owned();
         Some(TestBroker::Rabbit {
             url: format!("{server}/{vhost}"),
             vhost,
@@ -58,18 +74,30 @@ impl TestBroker {
     /// A tansu of the test's own on a free port.
     fn kafka() -> Option<TestBroker> {
         let binary = testenv::require("ORDERFLOW_TANSU_BIN", "the tansu binary")?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let listener = format!("tcp://127.0.0.1:{port}");
         let process = Command::new(binary)
             .args(["broker", "--storage-engine", "memory://tansu/"])
-            .args(["--listener-url", &listener, "--advertised-listener-url", &listener])
+            .args([
+                "--listener-url",
+                &listener,
+                "--advertised-listener-url",
+                &listener,
+            ])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("start tansu");
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(std::time::Instant::now() < deadline, "tansu did not listen on {port}");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "tansu did not listen on {port}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         Some(TestBroker::Tansu {
@@ -80,7 +108,9 @@ impl TestBroker {
 
     fn url(&self) -> &str {
         match self {
-            TestBroker::Memory(url) | TestBroker::Rabbit { url, .. } | TestBroker::Tansu { url, .. } => url,
+            TestBroker::Memory(url)
+            | TestBroker::Rabbit { url, .. }
+            | TestBroker::Tansu { url, .. } => url,
         }
     }
 }
@@ -99,7 +129,10 @@ impl Drop for TestBroker {
 }
 
 fn rabbitmqctl(args: &[&str]) {
-    let output = Command::new("rabbitmqctl").args(args).output().expect("run rabbitmqctl");
+    let output = Command::new("rabbitmqctl")
+        .args(args)
+        .output()
+        .expect("run rabbitmqctl");
     assert!(
         output.status.success(),
         "rabbitmqctl {args:?} failed: {}",
@@ -110,8 +143,16 @@ fn rabbitmqctl(args: &[&str]) {
 fn assert_exact(report: &Report, orders: usize) {
     println!("{}", report.render());
     assert_eq!(report.placed as usize, orders, "every order stored once");
-    assert!(report.is_exact(), "missing {:?}, doubled {:?}", report.missing, report.doubled);
-    assert!(report.payment_failed > 0, "the over-the-limit orders failed payment");
+    assert!(
+        report.is_exact(),
+        "missing {:?}, doubled {:?}",
+        report.missing,
+        report.doubled
+    );
+    assert!(
+        report.payment_failed > 0,
+        "the over-the-limit orders failed payment"
+    );
     assert!(report.paid > 0);
     assert_eq!(report.points_total, report.points_expected);
     assert_eq!(report.sms_sent, report.paid);
@@ -119,6 +160,7 @@ fn assert_exact(report: &Report, orders: usize) {
 
 /// Places `orders` orders on an in-process stack over `broker` and reconciles.
 async fn run_in_process(broker: &TestBroker, postgres: Option<String>, orders: usize) -> Report {
+    let _turn = STACKS_AT_ONCE.acquire().await.expect("never closed");
     let stack = InProcessStack::start(StackOptions {
         broker_url: broker.url().to_owned(),
         postgres,
@@ -127,7 +169,9 @@ async fn run_in_process(broker: &TestBroker, postgres: Option<String>, orders: u
     .expect("the five services start");
     let endpoints = stack.endpoints();
     let client = reqwest::Client::new();
-    let placed = place_orders(&client, &endpoints.order, orders).await.expect("orders accepted");
+    let placed = place_orders(&client, &endpoints.order, orders)
+        .await
+        .expect("orders accepted");
     assert_eq!(placed.len(), orders);
     let report = wait_until_settled(&client, &endpoints, orders, SETTLE_DEADLINE, false)
         .await
@@ -138,7 +182,9 @@ async fn run_in_process(broker: &TestBroker, postgres: Option<String>, orders: u
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn memory_500_orders_reconcile_exactly() {
-    let Some(postgres) = postgres_server() else { return };
+    let Some(postgres) = postgres_server() else {
+        return;
+    };
     let broker = TestBroker::memory("");
     let report = run_in_process(&broker, Some(postgres), 500).await;
     assert_exact(&report, 500);
@@ -146,21 +192,27 @@ async fn memory_500_orders_reconcile_exactly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rabbitmq_500_orders_reconcile_exactly() {
-    let (Some(postgres), Some(broker)) = (postgres_server(), TestBroker::rabbitmq()) else { return };
+    let (Some(postgres), Some(broker)) = (postgres_server(), TestBroker::rabbitmq()) else {
+        return;
+    };
     let report = run_in_process(&broker, Some(postgres), 500).await;
     assert_exact(&report, 500);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kafka_500_orders_reconcile_exactly() {
-    let (Some(postgres), Some(broker)) = (postgres_server(), TestBroker::kafka()) else { return };
+    let (Some(postgres), Some(broker)) = (postgres_server(), TestBroker::kafka()) else {
+        return;
+    };
     let report = run_in_process(&broker, Some(postgres), 500).await;
     assert_exact(&report, 500);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn memory_with_duplicates_and_reordering_injected_is_still_exact() {
-    let Some(postgres) = postgres_server() else { return };
+    let Some(postgres) = postgres_server() else {
+        return;
+    };
     let broker = TestBroker::memory("?duplicate=0.2&reorder=0.1&seed=7");
     let report = run_in_process(&broker, Some(postgres), 500).await;
     assert_exact(&report, 500);
@@ -180,12 +232,19 @@ async fn the_demo_runs_on_sqlite_with_no_setup() {
 /// The directory holding this build's binaries (`target/debug`).
 fn binaries() -> PathBuf {
     let test_binary = std::env::current_exe().unwrap();
-    test_binary.parent().and_then(|deps| deps.parent()).unwrap().to_owned()
+    test_binary
+        .parent()
+        .and_then(|deps| deps.parent())
+        .unwrap()
+        .to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rabbitmq_separate_processes_lose_nothing_when_consumers_crash_mid_run() {
-    let (Some(postgres), Some(broker)) = (postgres_server(), TestBroker::rabbitmq()) else { return };
+    let (Some(postgres), Some(broker)) = (postgres_server(), TestBroker::rabbitmq()) else {
+        return;
+    };
+    let _turn = STACKS_AT_ONCE.acquire().await.expect("never closed");
     let mut stack = ProcessStack::start(
         &binaries(),
         StackOptions {
@@ -198,12 +257,19 @@ async fn rabbitmq_separate_processes_lose_nothing_when_consumers_crash_mid_run()
     let endpoints = stack.endpoints();
     let client = reqwest::Client::new();
 
-    place_orders(&client, &endpoints.order, 250).await.expect("first half accepted");
+    place_orders(&client, &endpoints.order, 250)
+        .await
+        .expect("first half accepted");
     // Crash two consumers while their queues hold work: whatever they had taken but not
     // acked goes back to the queue and is handled (once) after the restart.
-    stack.crash_and_restart("points").await.expect("points restarts");
+    stack
+        .crash_and_restart("points")
+        .await
+        .expect("points restarts");
     stack.crash_and_restart("sms").await.expect("sms restarts");
-    place_orders(&client, &endpoints.order, 250).await.expect("second half accepted");
+    place_orders(&client, &endpoints.order, 250)
+        .await
+        .expect("second half accepted");
 
     let report = wait_until_settled(&client, &endpoints, 500, SETTLE_DEADLINE, false)
         .await
