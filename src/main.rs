@@ -13,7 +13,10 @@ use orderflow::{bench, demo, reconcile};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "orderflow", about = "An online order flowing through services over a message queue")]
+#[command(
+    name = "orderflow",
+    about = "An online order flowing through services over a message queue"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -95,13 +98,21 @@ async fn reconcile_running(json: bool) -> anyhow::Result<bool> {
     if json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
-        println!("reconciliation of the running services ({})", endpoints.order);
+        println!(
+            "reconciliation of the running services ({})",
+            endpoints.order
+        );
         print!("{}", report.render());
     }
     Ok(report.is_exact())
 }
 
-async fn bench_broker(url: &str, messages: usize, payload_bytes: usize, json: bool) -> anyhow::Result<()> {
+async fn bench_broker(
+    url: &str,
+    messages: usize,
+    payload_bytes: usize,
+    json: bool,
+) -> anyhow::Result<()> {
     anyhow::ensure!(messages > 0, "--messages must be at least 1");
     let backend = match url.split_once("://").map(|(scheme, _)| scheme) {
         Some("memory") => "memory",
@@ -125,13 +136,25 @@ async fn bench_broker(url: &str, messages: usize, payload_bytes: usize, json: bo
         });
         println!("{report}");
     } else {
-        println!("{backend}: {messages} messages of {payload_bytes} B, batches of {}, prefetch {}", bench::BATCH, bench::PREFETCH);
-        println!("{:<10} {:>14} {:>14} {:>8}", "", "abstraction", "raw client", "ratio");
+        println!(
+            "{backend}: {messages} messages of {payload_bytes} B, batches of {}, prefetch {}",
+            bench::BATCH,
+            bench::PREFETCH
+        );
+        println!(
+            "{:<10} {:>14} {:>14} {:>8}",
+            "", "abstraction", "raw client", "ratio"
+        );
         for (phase, mine, theirs) in [
             ("publish", ours.publish_per_s, raw.publish_per_s),
             ("consume", ours.consume_per_s, raw.consume_per_s),
         ] {
-            println!("{phase:<10} {:>10.0} msg/s {:>8.0} msg/s {:>7.2}x", mine, theirs, mine / theirs);
+            println!(
+                "{phase:<10} {:>10.0} msg/s {:>8.0} msg/s {:>7.2}x",
+                mine,
+                theirs,
+                mine / theirs
+            );
         }
     }
     Ok(())

@@ -22,7 +22,13 @@ use tokio::task::JoinHandle;
 use crate::reconcile::Endpoints;
 
 /// The services, in flow order, with the port each listens on by default.
-pub const SERVICES: [(&str, u16); 5] = [("order", 8080), ("payment", 8081), ("points", 8082), ("sms", 8083), ("logging", 8084)];
+pub const SERVICES: [(&str, u16); 5] = [
+    ("order", 8080),
+    ("payment", 8081),
+    ("points", 8082),
+    ("sms", 8083),
+    ("logging", 8084),
+];
 
 /// How to start a stack.
 #[derive(Debug, Clone)]
@@ -45,13 +51,22 @@ impl Databases {
     fn new(postgres: Option<String>) -> anyhow::Result<Self> {
         let run = uuid::Uuid::now_v7().simple().to_string();
         let scratch = std::env::temp_dir().join(format!("orderflow-{run}"));
-        std::fs::create_dir_all(&scratch).with_context(|| format!("creating {}", scratch.display()))?;
-        Ok(Databases { run, scratch, postgres })
+        std::fs::create_dir_all(&scratch)
+            .with_context(|| format!("creating {}", scratch.display()))?;
+        Ok(Databases {
+            run,
+            scratch,
+            postgres,
+        })
     }
 
     fn url(&self, service: &str) -> String {
         match &self.postgres {
-            Some(server) => format!("{}/orderflow_{service}_{}", server.trim_end_matches('/'), self.run),
+            Some(server) => format!(
+                "{}/orderflow_{service}_{}",
+                server.trim_end_matches('/'),
+                self.run
+            ),
             None => format!("sqlite://{}/{service}.db", self.scratch.display()),
         }
     }
@@ -91,23 +106,31 @@ impl InProcessStack {
         let shutdown = CancellationToken::new();
         let config = |name: &str| service_config(name, broker, databases.url(name));
 
-        let order = orderflow_order::startup::Application::build(orderflow_order::config::OrderConfig::new(config("order")))
-            .await
-            .context("starting the order service")?;
-        let payment =
-            orderflow_payment::startup::Application::build(orderflow_payment::config::PaymentConfig::new(config("payment")))
-                .await
-                .context("starting the payment service")?;
-        let points = orderflow_points::startup::Application::build(orderflow_points::config::PointsConfig::new(config("points")))
-            .await
-            .context("starting the points service")?;
-        let sms = orderflow_sms::startup::Application::build(orderflow_sms::config::SmsConfig::new(config("sms")))
-            .await
-            .context("starting the SMS service")?;
-        let logging =
-            orderflow_logging::startup::Application::build(orderflow_logging::config::LoggingConfig::new(config("logging")))
-                .await
-                .context("starting the logging service")?;
+        let order = orderflow_order::startup::Application::build(
+            orderflow_order::config::OrderConfig::new(config("order")),
+        )
+        .await
+        .context("starting the order service")?;
+        let payment = orderflow_payment::startup::Application::build(
+            orderflow_payment::config::PaymentConfig::new(config("payment")),
+        )
+        .await
+        .context("starting the payment service")?;
+        let points = orderflow_points::startup::Application::build(
+            orderflow_points::config::PointsConfig::new(config("points")),
+        )
+        .await
+        .context("starting the points service")?;
+        let sms = orderflow_sms::startup::Application::build(
+            orderflow_sms::config::SmsConfig::new(config("sms")),
+        )
+        .await
+        .context("starting the SMS service")?;
+        let logging = orderflow_logging::startup::Application::build(
+            orderflow_logging::config::LoggingConfig::new(config("logging")),
+        )
+        .await
+        .context("starting the logging service")?;
         let url = |address: std::net::SocketAddr| format!("http://{address}");
         let endpoints = Endpoints {
             order: url(order.address()),
@@ -117,11 +140,23 @@ impl InProcessStack {
             logging: url(logging.address()),
         };
         let tasks = vec![
-            ("order", tokio::spawn(order.run_until_stopped(shutdown.clone()))),
-            ("payment", tokio::spawn(payment.run_until_stopped(shutdown.clone()))),
-            ("points", tokio::spawn(points.run_until_stopped(shutdown.clone()))),
+            (
+                "order",
+                tokio::spawn(order.run_until_stopped(shutdown.clone())),
+            ),
+            (
+                "payment",
+                tokio::spawn(payment.run_until_stopped(shutdown.clone())),
+            ),
+            (
+                "points",
+                tokio::spawn(points.run_until_stopped(shutdown.clone())),
+            ),
             ("sms", tokio::spawn(sms.run_until_stopped(shutdown.clone()))),
-            ("logging", tokio::spawn(logging.run_until_stopped(shutdown.clone()))),
+            (
+                "logging",
+                tokio::spawn(logging.run_until_stopped(shutdown.clone())),
+            ),
         ];
         let stack = InProcessStack {
             endpoints,
@@ -162,12 +197,29 @@ impl InProcessStack {
 /// Waits until every service answers `/readyz` with 200 (60 s at most).
 pub async fn wait_ready(endpoints: &Endpoints) -> anyhow::Result<()> {
     let client = reqwest::Client::new();
-    for base in [&endpoints.order, &endpoints.payment, &endpoints.points, &endpoints.sms, &endpoints.logging] {
+    for base in [
+        &endpoints.order,
+        &endpoints.payment,
+        &endpoints.points,
+        &endpoints.sms,
+        &endpoints.logging,
+    ] {
         let url = format!("{base}/readyz");
-        orderflow_kit::wait::until(&format!("{url} to answer 200"), Duration::from_secs(60), Duration::from_millis(100), || {
-            let request = client.get(&url).timeout(Duration::from_secs(2)).send();
-            async move { request.await.ok().filter(|response| response.status().is_success()).map(drop) }
-        })
+        orderflow_kit::wait::until(
+            &format!("{url} to answer 200"),
+            Duration::from_secs(60),
+            Duration::from_millis(100),
+            || {
+                let request = client.get(&url).timeout(Duration::from_secs(2)).send();
+                async move {
+                    request
+                        .await
+                        .ok()
+                        .filter(|response| response.status().is_success())
+                        .map(drop)
+                }
+            },
+        )
         .await?;
     }
     Ok(())
@@ -192,7 +244,10 @@ impl ProcessStack {
         let mut stack = ProcessStack {
             binaries: binaries.to_owned(),
             broker_url: options.broker_url,
-            ports: SERVICES.iter().map(|_| free_port()).collect::<anyhow::Result<_>>()?,
+            ports: SERVICES
+                .iter()
+                .map(|_| free_port())
+                .collect::<anyhow::Result<_>>()?,
             children: SERVICES.iter().map(|_| None).collect(),
             databases,
             logs,
@@ -200,14 +255,20 @@ impl ProcessStack {
         for index in 0..SERVICES.len() {
             stack.spawn(index)?;
         }
-        wait_ready(&stack.endpoints()).await.with_context(|| format!("service logs are in {}", stack.logs.display()))?;
+        wait_ready(&stack.endpoints())
+            .await
+            .with_context(|| format!("service logs are in {}", stack.logs.display()))?;
         Ok(stack)
     }
 
     fn spawn(&mut self, index: usize) -> anyhow::Result<()> {
         let (name, _) = SERVICES[index];
         let binary = self.binaries.join(format!("{name}-service"));
-        anyhow::ensure!(binary.exists(), "{} not found: build it first (cargo build --bins)", binary.display());
+        anyhow::ensure!(
+            binary.exists(),
+            "{} not found: build it first (cargo build --bins)",
+            binary.display()
+        );
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -215,9 +276,15 @@ impl ProcessStack {
         let child = Command::new(&binary)
             .env("ORDERFLOW_BROKER", &self.broker_url)
             .env("DATABASE_URL", self.databases.url(name))
-            .env("ORDERFLOW_HTTP_ADDR", format!("127.0.0.1:{}", self.ports[index]))
+            .env(
+                "ORDERFLOW_HTTP_ADDR",
+                format!("127.0.0.1:{}", self.ports[index]),
+            )
             .env("ORDERFLOW_INSTANCE", format!("{name}-{}", index + 1))
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -261,7 +328,10 @@ impl ProcessStack {
     /// Stops every service with SIGTERM (graceful), SIGKILL after 20 s.
     pub async fn stop(mut self) -> anyhow::Result<()> {
         for child in self.children.iter_mut().flatten() {
-            let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
         }
         for child in self.children.iter_mut().filter_map(Option::take) {
             stop_within(child, Duration::from_secs(20)).await;
@@ -293,5 +363,7 @@ async fn stop_within(mut child: Child, patience: Duration) {
 }
 
 fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }

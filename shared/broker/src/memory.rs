@@ -71,7 +71,9 @@ static REGISTRY: LazyLock<Mutex<HashMap<String, Weak<Inner>>>> =
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding one of these locks leaves consistent data (every critical
     // section is a few field updates), so a poisoned lock is still usable.
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// What fault injection did so far, per broker name.
@@ -364,7 +366,10 @@ impl MemoryBroker {
                     .ok()
                     .filter(|p| (0.0..=1.0).contains(p))
                     .ok_or_else(|| {
-                        invalid(url, &format!("{parameter}={value}: a probability between 0 and 1"))
+                        invalid(
+                            url,
+                            &format!("{parameter}={value}: a probability between 0 and 1"),
+                        )
                     })
             };
             let number = || -> Result<u64> {
@@ -602,11 +607,19 @@ impl MemoryBroker {
                     tokio::spawn(async move {
                         tokio::time::sleep(REORDER_WINDOW).await;
                         let mut state = lock(&group.state);
-                        if let Some(index) = state.reordered.iter().position(|(t, _, _)| *t == token) {
+                        if let Some(index) =
+                            state.reordered.iter().position(|(t, _, _)| *t == token)
+                        {
                             let (_, _, message) = state.reordered.swap_remove(index);
                             state.held -= 1;
                             let sequence = group.next_sequence();
-                            Group::insert(&mut state, Message { sequence, ..message });
+                            Group::insert(
+                                &mut state,
+                                Message {
+                                    sequence,
+                                    ..message
+                                },
+                            );
                             group.wake(state);
                         }
                     });
@@ -830,9 +843,15 @@ mod tests {
         assert_eq!(broker.name(), "shop");
         assert_eq!(broker.faults().duplicate, 0.2);
         assert_eq!(broker.faults().seed, Some(7));
-        assert_eq!(MemoryBroker::from_url("memory://").unwrap().name(), "default");
+        assert_eq!(
+            MemoryBroker::from_url("memory://").unwrap().name(),
+            "default"
+        );
         let error = MemoryBroker::from_url("memory://x?duplicat=0.2").unwrap_err();
-        assert!(error.to_string().contains("unknown parameter `duplicat`"), "{error}");
+        assert!(
+            error.to_string().contains("unknown parameter `duplicat`"),
+            "{error}"
+        );
         let error = MemoryBroker::from_url("memory://x?drop=2").unwrap_err();
         assert!(error.to_string().contains("between 0 and 1"), "{error}");
     }
@@ -846,8 +865,14 @@ mod tests {
             .subscribe(Subscription::new("g", ["t"]))
             .await
             .unwrap();
-        publisher.publish(Envelope::new("t", "k", "hello")).await.unwrap();
-        let delivery = deliveries.next_within(Duration::from_secs(5)).await.unwrap();
+        publisher
+            .publish(Envelope::new("t", "k", "hello"))
+            .await
+            .unwrap();
+        let delivery = deliveries
+            .next_within(Duration::from_secs(5))
+            .await
+            .unwrap();
         assert_eq!(&delivery.envelope().payload[..], b"hello");
         delivery.ack().await.unwrap();
     }
@@ -868,20 +893,32 @@ mod tests {
         tokio::task::yield_now().await;
         assert!(!blocked.is_finished());
         let mut deliveries = broker.subscribe(subscription).await.unwrap();
-        let first = deliveries.next_within(Duration::from_secs(5)).await.unwrap();
+        let first = deliveries
+            .next_within(Duration::from_secs(5))
+            .await
+            .unwrap();
         first.ack().await.unwrap();
         blocked.await.unwrap().unwrap();
     }
 
     #[tokio::test]
     async fn duplicate_fault_delivers_twice_with_one_id() {
-        let url = format!("memory://dup-{}?duplicate=1&seed=1", uuid::Uuid::now_v7().simple());
+        let url = format!(
+            "memory://dup-{}?duplicate=1&seed=1",
+            uuid::Uuid::now_v7().simple()
+        );
         let broker = MemoryBroker::from_url(&url).unwrap();
-        let mut deliveries = broker.subscribe(Subscription::new("g", ["t"])).await.unwrap();
+        let mut deliveries = broker
+            .subscribe(Subscription::new("g", ["t"]))
+            .await
+            .unwrap();
         let sent = Envelope::new("t", "k", "x");
         broker.publish(sent.clone()).await.unwrap();
         for _ in 0..2 {
-            let delivery = deliveries.next_within(Duration::from_secs(5)).await.unwrap();
+            let delivery = deliveries
+                .next_within(Duration::from_secs(5))
+                .await
+                .unwrap();
             assert_eq!(delivery.envelope().id, sent.id);
             delivery.ack().await.unwrap();
         }
@@ -892,7 +929,10 @@ mod tests {
     async fn drop_fault_fails_the_publish() {
         let url = format!("memory://drop-{}?drop=1", uuid::Uuid::now_v7().simple());
         let broker = MemoryBroker::from_url(&url).unwrap();
-        let error = broker.publish(Envelope::new("t", "k", "x")).await.unwrap_err();
+        let error = broker
+            .publish(Envelope::new("t", "k", "x"))
+            .await
+            .unwrap_err();
         assert!(error.to_string().contains("injected drop"), "{error}");
         assert_eq!(fault_stats(&url).unwrap().dropped, 1);
     }

@@ -79,7 +79,11 @@ impl ApiError {
         }
     }
     /// Any status, about one field (a 400 for a bad header, a 409 for a reused key).
-    pub fn with_field(status: StatusCode, field: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn with_field(
+        status: StatusCode,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
         ApiError {
             status,
             message: message.into(),
@@ -151,9 +155,16 @@ pub fn healthcheck(default_port: u16) -> i32 {
         Ok(response)
     })();
     match answer {
-        Ok(response) if response.starts_with("HTTP/1.0 200") || response.starts_with("HTTP/1.1 200") => 0,
+        Ok(response)
+            if response.starts_with("HTTP/1.0 200") || response.starts_with("HTTP/1.1 200") =>
+        {
+            0
+        }
         Ok(response) => {
-            eprintln!("healthcheck: {}", response.lines().next().unwrap_or("empty answer"));
+            eprintln!(
+                "healthcheck: {}",
+                response.lines().next().unwrap_or("empty answer")
+            );
             1
         }
         Err(error) => {
