@@ -41,8 +41,11 @@ export ORDERFLOW_DATABASE_URL=${ORDERFLOW_DATABASE_URL:-postgres://postgres@127.
 export RUST_BACKTRACE=1
 
 log "running every test (brokers: $ORDERFLOW_AMQP_URL, $ORDERFLOW_KAFKA_URL)"
-cargo test --workspace --all-targets "$@" 2>&1 | tee "$run_dir/cargo-test.log"
+# Not under `set -e`: a failing test must still let the summary below print.
+set +e
+cargo test --workspace --all-targets --no-fail-fast "$@" 2>&1 | tee "$run_dir/cargo-test.log"
 status=${PIPESTATUS[0]}
+set -e
 
 for backend in memory rabbitmq kafka; do
   passed=$(grep -cE "^test $backend::[a-z_]+ \.\.\. ok" "$run_dir/cargo-test.log" || true)

@@ -26,7 +26,7 @@ case $broker_kind in
     kafka_port=${ORDERFLOW_KAFKA_PORT:-9092}
     port_open "$kafka_port" && kafka_port=$(free_port)
     mkdir -p "$run_dir/tansu"
-    tansu_pid=$(start_tansu "$kafka_port" "sqlite://$run_dir/tansu/tansu.db" "$run_dir/tansu.log")
+    tansu_pid=$(start_tansu "$kafka_port" "sqlite://tansu.db" "$run_dir/tansu.log" "$run_dir/tansu")
     echo "tansu $tansu_pid" >>"$run_dir/pids"
     broker_url="kafka://127.0.0.1:$kafka_port"
     ;;

@@ -79,11 +79,13 @@ ensure_tansu_binary() {
 
 # start_tansu PORT STORAGE LOGFILE: starts tansu in the background on loopback and waits
 # until it listens. Prints its pid.
+# An optional 4th argument is the working directory: tansu resolves `sqlite://tansu.db`
+# relative to it (an absolute `sqlite:///path` loses its leading slash).
 start_tansu() {
-  local port=$1 storage=$2 logfile=$3
-  "$TANSU_BIN" broker --storage-engine "$storage" \
+  local port=$1 storage=$2 logfile=$3 workdir=${4:-.}
+  (cd "$workdir" && exec "$TANSU_BIN" broker --storage-engine "$storage" \
     --listener-url "tcp://127.0.0.1:$port" --advertised-listener-url "tcp://127.0.0.1:$port" \
-    >"$logfile" 2>&1 &
+    >"$logfile" 2>&1) &
   local pid=$!
   wait_port "$port" 30 || { tail -20 "$logfile" >&2; die "tansu did not listen on 127.0.0.1:$port"; }
   echo "$pid"

@@ -148,7 +148,9 @@ impl TansuOutage {
 
     async fn spawn(&mut self) {
         let listener = format!("tcp://127.0.0.1:{}", self.port);
-        let storage = format!("sqlite://{}/tansu.db", self.data_dir.display());
+        // tansu reads `sqlite://tansu.db` relative to its working directory (an absolute
+        // `sqlite:///tmp/…` loses its leading slash), so it runs inside the data directory.
+        let storage = "sqlite://tansu.db".to_owned();
         let log = std::fs::File::create(self.data_dir.join("tansu.log")).unwrap();
         let child = Command::new(&self.binary)
             .args(["broker", "--storage-engine", &storage])
@@ -158,6 +160,7 @@ impl TansuOutage {
                 "--advertised-listener-url",
                 &listener,
             ])
+            .current_dir(&self.data_dir)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
