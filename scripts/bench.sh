@@ -12,7 +12,7 @@ payload=${ORDERFLOW_BENCH_PAYLOAD:-256}
 run_dir=$(mktemp -d /tmp/orderflow-bench.XXXXXX)
 tansu_pid=""
 cleanup() {
-  [ -n "$tansu_pid" ] && kill "$tansu_pid" 2>/dev/null
+  if [ -n "$tansu_pid" ]; then kill "$tansu_pid" 2>/dev/null || true; fi
   rm -rf "$run_dir"
 }
 trap cleanup EXIT

@@ -13,7 +13,9 @@ run_dir=$(mktemp -d /tmp/orderflow-test.XXXXXX)
 tansu_pid=""
 cleanup() {
   local status=$?
-  [ -n "$tansu_pid" ] && kill "$tansu_pid" 2>/dev/null && wait "$tansu_pid" 2>/dev/null
+  # tansu was started from a command substitution, so it is not this shell's child and
+  # `wait` cannot be used on it; under `set -e` any failure here would replace the status.
+  if [ -n "$tansu_pid" ]; then kill "$tansu_pid" 2>/dev/null || true; fi
   for started in "${ORDERFLOW_STARTED[@]}"; do
     case $started in
       rabbitmq) log "stopping the RabbitMQ this script started"; rabbitmqctl stop >/dev/null 2>&1 || true ;;
