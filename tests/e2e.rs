@@ -43,6 +43,7 @@ enum TestBroker {
     Tansu {
         url: String,
         process: std::process::Child,
+        data_dir: PathBuf,
     },
 }
 
@@ -80,8 +81,14 @@ impl TestBroker {
             .unwrap()
             .port();
         let listener = format!("tcp://127.0.0.1:{port}");
+        // SQLite storage, not tansu 0.6's memory engine: the memory engine answers a fetch
+        // that starts inside a record batch from the next batch, so records are skipped
+        // whenever a partition changes hands mid-batch (a rebalance, a restart).
+        let data_dir = std::env::temp_dir().join(format!("orderflow-e2e-tansu-{port}"));
+        std::fs::create_dir_all(&data_dir).expect("a data directory for tansu");
         let process = Command::new(binary)
-            .args(["broker", "--storage-engine", "memory://tansu/"])
+            .current_dir(&data_dir)
+            .args(["broker", "--storage-engine", "sqlite://tansu.db"])
             .args([
                 "--listener-url",
                 &listener,
@@ -103,6 +110,7 @@ impl TestBroker {
         Some(TestBroker::Tansu {
             url: format!("kafka://127.0.0.1:{port}"),
             process,
+            data_dir,
         })
     }
 
@@ -120,9 +128,12 @@ impl Drop for TestBroker {
         match self {
             TestBroker::Memory(_) => {}
             TestBroker::Rabbit { vhost, .. } => rabbitmqctl(&["delete_vhost", vhost]),
-            TestBroker::Tansu { process, .. } => {
+            TestBroker::Tansu {
+                process, data_dir, ..
+            } => {
                 let _ = process.kill();
                 let _ = process.wait();
+                let _ = std::fs::remove_dir_all(data_dir);
             }
         }
     }
