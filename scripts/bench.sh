@@ -30,11 +30,12 @@ bench() {
   log "bench: $url, $count messages"
   target/release/orderflow bench broker --broker "$url" --messages "$count" --payload-bytes "$payload" --json | tail -1
 }
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 memory=$(bench "memory://" "$memory_messages")
 rabbit=$(bench "${ORDERFLOW_AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}" "$messages")
 kafka=$(bench "kafka://127.0.0.1:$kafka_port" "$messages")
 
-python3 - "$memory" "$rabbit" "$kafka" >BENCHMARKS.md <<'PY'
+ORDERFLOW_LOAD_BEFORE="$load_before" python3 - "$memory" "$rabbit" "$kafka" >BENCHMARKS.md <<'PY'
 import json, os, platform, subprocess, sys, datetime
 
 def sh(command):
@@ -52,7 +53,8 @@ print()
 print("Written by `scripts/bench.sh` from the run it made; run it again to refresh.")
 print()
 print(f"- measured: {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}")
-print(f"- machine: {os.cpu_count()} cores ({cpu}), {memory_gib} GiB, {platform.system()} {platform.release()}")
+print(f"- machine: {os.cpu_count()} cores ({cpu}), {memory_gib} GiB, {platform.system()} {platform.release()}; "
+      f"load average when the run began: {os.environ.get('ORDERFLOW_LOAD_BEFORE', 'unknown')} (1, 5, 15 min)")
 print(f"- brokers on loopback: RabbitMQ {rabbit_version}; tansu 0.6.0 (Kafka protocol, memory storage); memory = the embedded broker")
 print(f"- settings: persistent messages of {rows[0]['payload_bytes']} B, keys spread over 1,000 keys, "
       "published in batches of 1,000 (confirms awaited per batch), then consumed with prefetch 256 and acked one by one")
