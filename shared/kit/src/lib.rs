@@ -14,6 +14,7 @@
 //! | [`consumer`] | the consumer loop: bounded concurrency, per-key order, rate limit, retry with backoff, dead letters |
 //! | [`http`] | `/healthz`, `/readyz` and serving a router until shutdown |
 //! | [`wait`], [`testenv`] | waiting on conditions with deadlines; finding brokers in tests |
+//! | `testkit` (feature) | one service per test: its own broker and database, HTTP and broker helpers |
 
 pub mod config;
 pub mod consumer;
@@ -25,4 +26,6 @@ pub mod service;
 pub mod shutdown;
 pub mod telemetry;
 pub mod testenv;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 pub mod wait;

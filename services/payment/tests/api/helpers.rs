@@ -1,184 +1,24 @@
-//! `spawn_app`: a payment service of its own for each test — its own memory broker, its own
-//! database, a free port — plus the client-side tools the tests use on it.
+//! `spawn_app`: a payment service of its own for each test, started through kit's `testkit`
+//! (its own memory broker, its own database, a free port).
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
-use orderflow_broker::{Broker, Deliveries, Envelope, Subscription};
-use orderflow_kit::{config::ServiceConfig, shutdown::CancellationToken, testenv, wait};
+use orderflow_kit::testkit;
+pub use orderflow_kit::testkit::{drain, Store, TestApp, PATIENCE};
 use orderflow_payment::{config::PaymentConfig, startup::Application};
-use tokio::task::JoinHandle;
-use uuid::Uuid;
 
-/// How long a test waits for something that should happen in milliseconds.
-pub const PATIENCE: Duration = Duration::from_secs(15);
-/// How often it looks.
-pub const POLL: Duration = Duration::from_millis(20);
-
-/// Which database the service under test gets.
-pub enum Store {
-    /// A SQLite file in a temporary directory.
-    Sqlite,
-    /// A fresh database on this PostgreSQL server.
-    Postgres(String),
-}
-
-impl Store {
-    /// PostgreSQL from `ORDERFLOW_DATABASE_URL`, or `None` (the test skips; fails under CI).
-    pub fn postgres() -> Option<Store> {
-        testenv::require("ORDERFLOW_DATABASE_URL", "PostgreSQL").map(Store::Postgres)
-    }
-}
-
-/// A running payment service and a client for it.
-pub struct TestApp {
-    /// `http://127.0.0.1:<port>`.
-    pub address: String,
-    /// Another client of the service's broker, to publish input and observe output.
-    pub broker: Arc<dyn Broker>,
-    /// The HTTP client.
-    pub client: reqwest::Client,
-    shutdown: CancellationToken,
-    task: JoinHandle<anyhow::Result<()>>,
-    scratch: std::path::PathBuf,
-    postgres: Option<(String, String)>,
-}
-
-/// Starts a payment service on `store`, with the gateway adjusted by `configure`.
+/// Starts a payment service on `store`, with its configuration adjusted by `configure`.
 pub async fn spawn_app(store: Store, configure: impl FnOnce(&mut PaymentConfig)) -> TestApp {
-    let run = Uuid::now_v7().simple().to_string();
-    let broker_url = format!("memory://payment-test-{run}");
-    let scratch = std::env::temp_dir().join(format!("orderflow-payment-test-{run}"));
-    let (database_url, postgres) = match store {
-        Store::Sqlite => (format!("sqlite://{}/payment.db", scratch.display()), None),
-        Store::Postgres(server) => {
-            let name = format!("orderflow_payment_test_{run}");
-            let mut url = url::Url::parse(&server).expect("ORDERFLOW_DATABASE_URL is a URL");
-            url.set_path(&name);
-            (url.to_string(), Some((server, name)))
-        }
-    };
-    let mut config = PaymentConfig::new(ServiceConfig {
-        name: "payment".into(),
-        broker_url: broker_url.clone(),
-        database_url,
-        http_addr: "127.0.0.1:0".parse().unwrap(),
-        concurrency: 8,
-        max_attempts: 3,
-    });
+    let prepared = testkit::prepare("payment", store);
+    let mut config = PaymentConfig::new(prepared.config.clone());
     config.gateway.latency = Duration::from_millis(1);
     configure(&mut config);
     let application = Application::build(config)
         .await
         .expect("the payment service builds");
-    let address = format!("http://{}", application.address());
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(application.run_until_stopped(shutdown.clone()));
-    let broker = orderflow_broker::connect(&broker_url)
-        .await
-        .expect("the test connects to the service's memory broker");
-    let app = TestApp {
-        address,
-        broker,
-        client: reqwest::Client::new(),
-        shutdown,
-        task,
-        scratch,
-        postgres,
-    };
-    // Publishing before the service subscribed would lose the message for its group.
-    app.wait_for("/readyz to answer 200", |app| async move {
-        let response = app.get("/readyz").await;
-        (response.status() == 200).then_some(())
+    let address = application.address();
+    testkit::launch(prepared, address, |stop| {
+        tokio::spawn(application.run_until_stopped(stop))
     })
-    .await;
-    app
-}
-
-impl TestApp {
-    /// `GET path`.
-    pub async fn get(&self, path: &str) -> reqwest::Response {
-        self.client
-            .get(format!("{}{path}", self.address))
-            .send()
-            .await
-            .expect("the service answers")
-    }
-
-    /// `GET path` as JSON, asserting 200.
-    pub async fn get_json(&self, path: &str) -> serde_json::Value {
-        let response = self.get(path).await;
-        assert_eq!(response.status(), 200, "GET {path}");
-        response.json().await.expect("a JSON body")
-    }
-
-    /// `GET /internal/reconcile`.
-    pub async fn reconcile(&self) -> serde_json::Value {
-        self.get_json("/internal/reconcile").await
-    }
-
-    /// Polls `check` until it returns `Some`, failing the test after [`PATIENCE`].
-    pub async fn wait_for<'a, T, F, Fut>(&'a self, what: &str, check: F) -> T
-    where
-        F: Fn(&'a TestApp) -> Fut,
-        Fut: std::future::Future<Output = Option<T>>,
-    {
-        wait::until(what, PATIENCE, POLL, || check(self))
-            .await
-            .unwrap()
-    }
-
-    /// Subscribes an observer group of its own to `topics`: it sees every message published
-    /// on them from now on.
-    pub async fn observe(&self, topics: &[&str]) -> Deliveries {
-        let group = format!("observer-{}", Uuid::now_v7().simple());
-        self.broker
-            .subscribe(Subscription::new(group, topics.iter().copied()))
-            .await
-            .expect("the observer subscribes")
-    }
-
-    /// Publishes `envelope` as a producer would.
-    pub async fn publish(&self, envelope: Envelope) {
-        self.broker.publish(envelope).await.expect("published");
-    }
-
-    /// Stops the service gracefully and removes its database.
-    pub async fn stop(self) {
-        self.shutdown.cancel();
-        self.task
-            .await
-            .expect("the service task does not panic")
-            .expect("the service stops cleanly");
-        let _ = std::fs::remove_dir_all(&self.scratch);
-        if let Some((server, name)) = self.postgres {
-            drop_database(&server, &name).await;
-        }
-    }
-}
-
-/// Receives everything `deliveries` holds until nothing more arrives for a short while, and
-/// acks it. Called only once the service reports its outbox empty: by then everything it
-/// will ever publish has been handed to the broker, so the quiet period only confirms that
-/// nothing else is in flight.
-pub async fn drain(deliveries: &mut Deliveries) -> Vec<Envelope> {
-    let mut received = Vec::new();
-    while let Some(delivery) = deliveries.next_within(Duration::from_millis(300)).await {
-        received.push(delivery.envelope().clone());
-        delivery.ack().await.expect("acked");
-    }
-    received
-}
-
-/// Best effort: a test database is not worth failing a test over.
-async fn drop_database(server: &str, name: &str) {
-    use sqlx::{ConnectOptions, Connection};
-    let Ok(options) = server.parse::<sqlx::postgres::PgConnectOptions>() else {
-        return;
-    };
-    if let Ok(mut connection) = options.connect().await {
-        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-            .execute(&mut connection)
-            .await;
-        let _ = connection.close().await;
-    }
+    .await
 }
