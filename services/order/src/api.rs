@@ -17,7 +17,7 @@ use axum::{
     routing::{get, post},
     Json, Router,
 };
-use orderflow_kit::{db::Db, http::ApiError, outbox::Relay, service::Service};
+use orderflow_kit::{db::Db, http::ApiError, outbox::Relay, service};
 
 use crate::{
     store::{self, OrderView, PlaceError, Placed},
@@ -114,14 +114,8 @@ async fn get_order(
 
 /// `GET /internal/reconcile`.
 async fn reconcile(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
-    let internal = |error: anyhow::Error| ApiError::internal(format!("{error:#}"));
-    let orders = store::reconcile_rows(&state.db).await.map_err(internal)?;
-    let common = Service::common_report(&state.db, &state.relay)
-        .await
-        .map_err(internal)?;
-    Ok(Json(
-        serde_json::json!({ "orders": orders, "common": common }),
-    ))
+    let rows = store::reconcile_rows(&state.db).await;
+    service::reconcile_answer(&state.db, &state.relay, "orders", rows).await
 }
 
 /// Anything else: a JSON 404 rather than an empty body.

@@ -11,18 +11,13 @@ use axum::{
     routing::get,
     Json, Router,
 };
-use orderflow_kit::{
-    db::Db,
-    http::ApiError,
-    outbox::Relay,
-    service::{CommonReport, Service},
-};
+use orderflow_kit::{db::Db, http::ApiError, outbox::Relay, service};
 use serde::Serialize;
 use uuid::Uuid;
 
 use crate::{
     gateway::Gateway,
-    store::{self, Payment, ReconcileRow},
+    store::{self, Payment},
 };
 
 /// What the handlers share.
@@ -78,21 +73,8 @@ async fn get_payment(
     Ok(Json(PaymentView { payment, charges }))
 }
 
-/// `GET /internal/reconcile`.
-#[derive(Debug, Serialize)]
-pub struct ReconcileReport {
-    /// Every payment.
-    pub payments: Vec<ReconcileRow>,
-    /// Counters every service reports.
-    pub common: CommonReport,
-}
-
-async fn reconcile(State(state): State<ApiState>) -> Result<Json<ReconcileReport>, ApiError> {
-    let payments = store::reconcile_rows(&state.db)
-        .await
-        .map_err(|error| ApiError::internal(format!("{error:#}")))?;
-    let common = Service::common_report(&state.db, &state.relay)
-        .await
-        .map_err(|error| ApiError::internal(format!("{error:#}")))?;
-    Ok(Json(ReconcileReport { payments, common }))
+/// `GET /internal/reconcile`: `{"payments": [...], "common": {...}}`.
+async fn reconcile(State(state): State<ApiState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let rows = store::reconcile_rows(&state.db).await;
+    service::reconcile_answer(&state.db, &state.relay, "payments", rows).await
 }

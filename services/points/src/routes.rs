@@ -10,15 +10,10 @@ use axum::{
     routing::get,
     Json, Router,
 };
-use orderflow_kit::{
-    db::Db,
-    http::ApiError,
-    outbox::Relay,
-    service::{CommonReport, Service},
-};
+use orderflow_kit::{db::Db, http::ApiError, outbox::Relay, service};
 use serde::Serialize;
 
-use crate::store::{self, LedgerEntry, ReconcileRow};
+use crate::store::{self, LedgerEntry};
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -67,21 +62,8 @@ async fn points_of_user(
     }))
 }
 
-/// `GET /internal/reconcile`.
-#[derive(Debug, Serialize)]
-pub struct ReconcileReport {
-    /// Every ledger row.
-    pub ledger: Vec<ReconcileRow>,
-    /// Counters every service reports.
-    pub common: CommonReport,
-}
-
-async fn reconcile(State(state): State<ApiState>) -> Result<Json<ReconcileReport>, ApiError> {
-    let ledger = store::reconcile_rows(&state.db)
-        .await
-        .map_err(|error| ApiError::internal(format!("{error:#}")))?;
-    let common = Service::common_report(&state.db, &state.relay)
-        .await
-        .map_err(|error| ApiError::internal(format!("{error:#}")))?;
-    Ok(Json(ReconcileReport { ledger, common }))
+/// `GET /internal/reconcile`: `{"ledger": [...], "common": {...}}`.
+async fn reconcile(State(state): State<ApiState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let rows = store::reconcile_rows(&state.db).await;
+    service::reconcile_answer(&state.db, &state.relay, "ledger", rows).await
 }

@@ -10,16 +10,11 @@ use axum::{
     routing::get,
     Json, Router,
 };
-use orderflow_kit::{
-    db::Db,
-    http::ApiError,
-    outbox::Relay,
-    service::{CommonReport, Service},
-};
-use serde::{Deserialize, Serialize};
+use orderflow_kit::{db::Db, http::ApiError, outbox::Relay, service};
+use serde::Deserialize;
 use uuid::Uuid;
 
-use crate::store::{self, ReconcileRow, SmsRecord};
+use crate::store::{self, SmsRecord};
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -62,21 +57,8 @@ async fn list_sms(
     Ok(Json(records))
 }
 
-/// `GET /internal/reconcile`.
-#[derive(Debug, Serialize)]
-pub struct ReconcileReport {
-    /// Every text.
-    pub messages: Vec<ReconcileRow>,
-    /// Counters every service reports.
-    pub common: CommonReport,
-}
-
-async fn reconcile(State(state): State<ApiState>) -> Result<Json<ReconcileReport>, ApiError> {
-    let messages = store::reconcile_rows(&state.db)
-        .await
-        .map_err(|error| ApiError::internal(format!("{error:#}")))?;
-    let common = Service::common_report(&state.db, &state.relay)
-        .await
-        .map_err(|error| ApiError::internal(format!("{error:#}")))?;
-    Ok(Json(ReconcileReport { messages, common }))
+/// `GET /internal/reconcile`: `{"messages": [...], "common": {...}}`.
+async fn reconcile(State(state): State<ApiState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let rows = store::reconcile_rows(&state.db).await;
+    service::reconcile_answer(&state.db, &state.relay, "messages", rows).await
 }

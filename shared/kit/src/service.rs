@@ -184,3 +184,20 @@ pub async fn connect_with_retry(url: &str, patience: Duration) -> anyhow::Result
         }
     }
 }
+
+/// The answer of every service's `GET /internal/reconcile`: `{"<rows_key>": rows,
+/// "common": {...}}`, what `orderflow reconcile` reads. `rows` is the service's own part
+/// (orders, payments, ledger, …), read from its store.
+pub async fn reconcile_answer<R: Serialize>(
+    db: &Db,
+    relay: &Relay,
+    rows_key: &str,
+    rows: anyhow::Result<Vec<R>>,
+) -> Result<axum::Json<serde_json::Value>, http::ApiError> {
+    let internal = |error: anyhow::Error| http::ApiError::internal(format!("{error:#}"));
+    let rows = rows.map_err(internal)?;
+    let common = Service::common_report(db, relay).await.map_err(internal)?;
+    Ok(axum::Json(
+        serde_json::json!({ rows_key: rows, "common": common }),
+    ))
+}
