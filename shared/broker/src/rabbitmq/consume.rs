@@ -1,0 +1,349 @@
+//! The consuming side: [`Subscriber`] for [`RabbitBroker`], and the task behind each
+//! [`Deliveries`] that consumes a queue and, whenever the consumer is lost, consumes again
+//! on the next connection, feeding the same [`Deliveries`].
+
+use std::sync::{
+    atomic::{AtomicBool, Ordering},
+    Arc,
+};
+
+use async_trait::async_trait;
+use lapin::{
+    options::{BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions},
+    types::FieldTable,
+    Channel, Consumer,
+};
+use tokio::sync::{mpsc, watch};
+use uuid::Uuid;
+
+use super::{
+    connection::{reconnect_backoff, Live, RabbitBroker, Shared, SUPERVISOR_TICK},
+    forward::{forward, Stop},
+    topology::{
+        dead_letter_queue, declare_dead_letter_queue, declare_group, is_not_found, on_own_channel,
+        GroupNames,
+    },
+    REPLY_SUCCESS,
+};
+use crate::{BrokerError, Deliveries, Delivery, Result, Subscriber, Subscription};
+
+/// Prefetch of a dead-letter consumer (the default prefetch of a [`Subscription`]).
+const DEAD_LETTER_PREFETCH: u16 = 64;
+
+impl RabbitBroker {
+    async fn start_consumer(&self, spec: ConsumeSpec) -> Result<Deliveries> {
+        let spec = Arc::new(spec);
+        let subscribe_error = |detail: String| BrokerError::Subscribe {
+            group: spec.group.clone(),
+            detail,
+        };
+        let live = self.shared.current_or(subscribe_error)?;
+        let (channel, consumer) = open_consumer(&live, &spec)
+            .await
+            .map_err(|error| subscribe_error(error.to_string()))?;
+        let (sender, receiver) = mpsc::channel(usize::from(spec.prefetch.max(1)));
+        let state = Arc::new(ConsumerState::default());
+        tokio::spawn(consume(
+            self.shared.clone(),
+            spec,
+            state.clone(),
+            sender,
+            live,
+            channel,
+            consumer,
+        ));
+        Ok(Deliveries::new(receiver, Box::new(ConsumerGuard { state })))
+    }
+}
+
+/// What one consumer task consumes.
+pub(super) struct ConsumeSpec {
+    /// The consumer group (handed to every [`Delivery`]).
+    pub(super) group: String,
+    /// The queue consumed: `<group>`, or `<group>.dlq` for dead letters.
+    pub(super) queue: String,
+    /// `<group>.dlq`.
+    pub(super) dead_letter_queue: String,
+    pub(super) names: GroupNames,
+    pub(super) prefetch: u16,
+    /// Consuming the dead-letter queue rather than the group queue.
+    pub(super) dead_letters: bool,
+}
+
+/// Opens a channel, (re-)declares what the consumer needs, sets the prefetch and starts
+/// consuming with manual acks.
+async fn open_consumer(live: &Live, spec: &ConsumeSpec) -> lapin::Result<(Channel, Consumer)> {
+    let channel = live.connection.create_channel().await?;
+    let opened = async {
+        if spec.dead_letters {
+            declare_dead_letter_queue(&channel, &spec.names).await?;
+        } else {
+            declare_group(&channel, &spec.names).await?;
+        }
+        channel
+            .basic_qos(spec.prefetch.max(1), BasicQosOptions::default())
+            .await?;
+        let queue = if spec.dead_letters {
+            spec.names.dead_letters.clone()
+        } else {
+            spec.names.queue.clone()
+        };
+        channel
+            .basic_consume(
+                queue,
+                format!("orderflow-{}", Uuid::now_v7().simple()).into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+    }
+    .await;
+    match opened {
+        Ok(consumer) => Ok((channel, consumer)),
+        Err(error) => {
+            if channel.status().connected() {
+                let _ = channel.close(REPLY_SUCCESS, "OK".into()).await;
+            }
+            Err(error)
+        }
+    }
+}
+
+/// Shared between a consumer task, its [`Deliveries`] guard and the settle handles.
+#[derive(Default)]
+pub(super) struct ConsumerState {
+    /// The [`Deliveries`] was dropped: the channel is about to close, which requeues
+    /// every unacked delivery in order, so dropped deliveries need no nack of their own.
+    pub(super) stopping: AtomicBool,
+}
+
+/// Dropped with the [`Deliveries`]; the consumer task sees the receiver go and closes the
+/// channel.
+struct ConsumerGuard {
+    state: Arc<ConsumerState>,
+}
+
+impl Drop for ConsumerGuard {
+    fn drop(&mut self) {
+        self.state.stopping.store(true, Ordering::Release);
+    }
+}
+
+/// One subscription's task: forwards deliveries into the [`Deliveries`] channel and,
+/// whenever the consumer is lost, consumes again on the next connection.
+async fn consume(
+    shared: Arc<Shared>,
+    spec: Arc<ConsumeSpec>,
+    state: Arc<ConsumerState>,
+    sender: mpsc::Sender<Delivery>,
+    mut live: Arc<Live>,
+    channel: Channel,
+    mut consumer: Consumer,
+) {
+    // Shared with the settle handles, which ack on it: one reference count per delivery
+    // instead of a clone of the whole channel.
+    let mut channel = Arc::new(channel);
+    let mut shutdown = shared.shutdown.subscribe();
+    loop {
+        let stop = forward(
+            &shared,
+            &spec,
+            &state,
+            &channel,
+            &sender,
+            &mut shutdown,
+            &mut consumer,
+        )
+        .await;
+        match stop {
+            Stop::Dropped => {
+                // Closing the channel hands every unacked delivery back to the queue, in
+                // queue order, for the group's next consumer.
+                if channel.status().connected() {
+                    let _ = channel
+                        .close(REPLY_SUCCESS, "consumer dropped".into())
+                        .await;
+                }
+                return;
+            }
+            Stop::Shutdown => return,
+            Stop::Lost(error) => {
+                let reason =
+                    error.map_or_else(|| "cancelled".to_owned(), |error| error.to_string());
+                tracing::warn!(
+                    group = %spec.group,
+                    queue = %spec.queue,
+                    %reason,
+                    "RabbitMQ consumer lost; consuming again once connected"
+                );
+                shared.saw_failure(&live);
+                if live.connection.status().connected() {
+                    // Only this consumer went (the server cancelled it, e.g. its queue was
+                    // deleted): pause before declaring and consuming again, so that
+                    // something that keeps cancelling it cannot make this loop spin.
+                    tokio::select! {
+                        _ = sender.closed() => return,
+                        _ = shutdown.wait_for(|closed| *closed) => return,
+                        _ = tokio::time::sleep(reconnect_backoff(1)) => {}
+                    }
+                }
+            }
+        }
+        let mut attempt = 0;
+        loop {
+            let Some(next) = next_live(&shared, &sender, &mut shutdown).await else {
+                return;
+            };
+            match open_consumer(&next, &spec).await {
+                Ok((new_channel, new_consumer)) => {
+                    tracing::info!(
+                        group = %spec.group,
+                        queue = %spec.queue,
+                        generation = next.generation,
+                        "RabbitMQ consumer resumed"
+                    );
+                    live = next;
+                    channel = Arc::new(new_channel);
+                    consumer = new_consumer;
+                    break;
+                }
+                Err(error) => {
+                    attempt += 1;
+                    let delay = reconnect_backoff(attempt);
+                    tracing::warn!(
+                        group = %spec.group,
+                        queue = %spec.queue,
+                        %error,
+                        retry_in = ?delay,
+                        "consuming again failed"
+                    );
+                    shared.saw_failure(&next);
+                    tokio::select! {
+                        _ = sender.closed() => return,
+                        _ = shutdown.wait_for(|closed| *closed) => return,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Waits until there is a connected connection; `None` if the subscription or the
+/// broker ended meanwhile.
+async fn next_live(
+    shared: &Shared,
+    sender: &mpsc::Sender<Delivery>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Option<Arc<Live>> {
+    let mut changes = shared.live.subscribe();
+    loop {
+        let current = changes.borrow_and_update().clone();
+        if let Some(live) = current {
+            if live.connection.status().connected() {
+                return Some(live);
+            }
+            shared.nudge.notify_one();
+        }
+        tokio::select! {
+            changed = changes.changed() => changed.ok()?,
+            _ = sender.closed() => return None,
+            _ = shutdown.wait_for(|closed| *closed) => return None,
+            // The supervisor replaces a dead connection within a tick or two; looking
+            // again now and then covers a connection that died after being published.
+            _ = tokio::time::sleep(SUPERVISOR_TICK) => {}
+        }
+    }
+}
+
+#[async_trait]
+impl Subscriber for RabbitBroker {
+    async fn declare(&self, subscription: &Subscription) -> Result<()> {
+        let error = |detail: String| BrokerError::Subscribe {
+            group: subscription.group.clone(),
+            detail,
+        };
+        let names = GroupNames::new(&subscription.group, &subscription.topics).map_err(error)?;
+        let live = self.shared.current_or(error)?;
+        on_own_channel(&live, |channel| async move {
+            declare_group(&channel, &names).await
+        })
+        .await
+        .map_err(|failure| {
+            self.shared.saw_failure(&live);
+            error(failure.to_string())
+        })?;
+        Ok(())
+    }
+
+    async fn subscribe(&self, subscription: Subscription) -> Result<Deliveries> {
+        let names =
+            GroupNames::new(&subscription.group, &subscription.topics).map_err(|detail| {
+                BrokerError::Subscribe {
+                    group: subscription.group.clone(),
+                    detail,
+                }
+            })?;
+        self.start_consumer(ConsumeSpec {
+            queue: subscription.group.clone(),
+            dead_letter_queue: dead_letter_queue(&subscription.group),
+            group: subscription.group,
+            names,
+            prefetch: subscription.prefetch,
+            dead_letters: false,
+        })
+        .await
+    }
+
+    async fn subscribe_dead_letters(&self, group: &str) -> Result<Deliveries> {
+        let names = GroupNames::new(group, &[]).map_err(|detail| BrokerError::Subscribe {
+            group: group.to_owned(),
+            detail,
+        })?;
+        self.start_consumer(ConsumeSpec {
+            group: group.to_owned(),
+            queue: dead_letter_queue(group),
+            dead_letter_queue: dead_letter_queue(group),
+            names,
+            prefetch: DEAD_LETTER_PREFETCH,
+            dead_letters: true,
+        })
+        .await
+    }
+
+    /// The group queue's *ready* messages (passive `queue.declare`); deliveries held by
+    /// consumers and not yet acked are not counted. Declares the group first if its queue
+    /// does not exist yet.
+    async fn backlog(&self, subscription: &Subscription) -> Result<u64> {
+        let error = |detail: String| BrokerError::Backlog {
+            group: subscription.group.clone(),
+            detail,
+        };
+        let names = GroupNames::new(&subscription.group, &subscription.topics).map_err(error)?;
+        let live = self.shared.current_or(error)?;
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..QueueDeclareOptions::default()
+        };
+        let queue = names.queue.clone();
+        let counted = on_own_channel(&live, |channel| async move {
+            channel
+                .queue_declare(queue, passive, FieldTable::default())
+                .await
+        })
+        .await;
+        let count = match counted {
+            Ok(queue) => queue.message_count(),
+            Err(failure) if is_not_found(&failure) => on_own_channel(&live, |channel| async move {
+                declare_group(&channel, &names).await
+            })
+            .await
+            .map_err(|failure| error(failure.to_string()))?,
+            Err(failure) => {
+                self.shared.saw_failure(&live);
+                return Err(error(failure.to_string()));
+            }
+        };
+        Ok(u64::from(count))
+    }
+}

@@ -1,0 +1,87 @@
+//! The RabbitMQ backend, through lapin 4 on tokio.
+//!
+//! ## Topology (declared idempotently; `docs/events.md` is the wire-level description)
+//!
+//! ```text
+//!   publish(topic) ──► exchange `orderflow` (topic, durable)
+//!                           │ binding: routing key = topic, one per subscribed topic
+//!                           ▼
+//!                      queue `<group>` (durable, classic)
+//!                           │ x-dead-letter-exchange    = orderflow.dlx
+//!                           │ x-dead-letter-routing-key = <group>.dlq
+//!                           ▼
+//!                      exchange `orderflow.dlx` (direct, durable)
+//!                           │ binding: routing key = <group>.dlq
+//!                           ▼
+//!                      queue `<group>.dlq` (durable)
+//! ```
+//!
+//! - **One queue per consumer group.** Every group bound to a topic gets its own copy of
+//!   each message (fan-out, contract point 2); the consumers of one group compete on that
+//!   queue. A classic queue with a single consumer delivers in publish order (point 4).
+//! - **Publisher confirms.** The publishing channel is in confirm mode: `publish` returns
+//!   once the broker has acked the message, i.e. once it is stored (persistent message,
+//!   durable queue). `publish_all` writes the whole batch, then awaits the confirms
+//!   together, so a batch costs one round trip, not one per message.
+//! - **Retry by republish.** RabbitMQ has no "redeliver later with a changed header": a
+//!   nack with requeue puts the message back unchanged and at once. So a retry waits for
+//!   its delay, republishes the envelope (attempt header raised) straight to the group
+//!   queue through the default exchange with a confirm, and only then acks the original.
+//!   A crash in between leaves a duplicate (same envelope id, consumers deduplicate),
+//!   never a loss. The topic travels in the `message-topic` header on that copy, because
+//!   its routing key is now the queue name.
+//! - **Dead letters.** [`Delivery::dead_letter`] republishes the envelope (reason headers
+//!   set) to `<group>.dlq` with a confirm, then acks the original. The dead-letter
+//!   exchange on the group queue is for what the *server* dead-letters: messages this
+//!   backend cannot even turn into an [`Envelope`] (no or bad `message_id`, …) are
+//!   rejected without requeue and land in `<group>.dlq` through it, and so would expired
+//!   messages or a length limit set by an operator policy.
+//! - **Reconnection (point 7) is ours, not lapin's.** lapin 4 has an `auto_recover` mode,
+//!   but its recent changelog is a run of recovery fixes (qos not reapplied until 4.12.1,
+//!   acks of old channels until 4.12.3), and it replays consumers as it recorded them,
+//!   which does not fit consumers that come and go with their [`Deliveries`]. Instead a
+//!   supervisor task watches the connection, reconnects with backoff and publishes the new
+//!   connection on a `watch` channel; each subscription's task re-declares and
+//!   re-consumes on it, feeding the *same* [`Deliveries`]. Deliveries from the dead
+//!   channel can no longer be acked (their [`Delivery::ack`] fails with
+//!   [`BrokerError::Settle`]); the server has already put them back in the queue.
+//! - **Backlog** is the queue's *ready* message count (passive `queue.declare`): messages
+//!   delivered to a consumer and not yet acked are not counted.
+//!
+//! [`Delivery::dead_letter`]: crate::Delivery::dead_letter
+//! [`Delivery::ack`]: crate::Delivery::ack
+//!
+//! ## Where things are
+//!
+//! | file | what it holds |
+//! | --- | --- |
+//! | `connection.rs` | [`RabbitBroker`]: connecting, the shared connection state, the supervisor that reconnects with backoff, `close` |
+//! | `topology.rs` | the two exchanges, the group queue with its dead-letter arguments, `<group>.dlq`, declarations on a channel of their own |
+//! | `publish.rs` | publishing with publisher confirms: the pipelined batch behind `publish` and `publish_all`, and the copies sent straight to a queue |
+//! | `consume.rs` | the [`Subscriber`] side: one task per subscription that consumes, and consumes again on the next connection after a loss |
+//! | `forward.rs` | moving lapin's deliveries into the [`Deliveries`] channel in batches, and handing each over as a [`Delivery`] |
+//! | `settle.rs` | ack, retry (republish, then ack), dead-letter and abandon of one delivery |
+//! | `wire.rs` | an [`Envelope`] to AMQP properties and headers and back, also for what the server dead-lettered |
+//! | `outage.rs` | a test helper that cuts this client's connections through `rabbitmqctl` |
+//!
+//! [`Subscriber`]: crate::Subscriber
+//! [`Deliveries`]: crate::Deliveries
+//! [`Delivery`]: crate::Delivery
+//! [`Envelope`]: crate::Envelope
+//! [`BrokerError::Settle`]: crate::BrokerError::Settle
+
+mod connection;
+mod consume;
+mod forward;
+mod outage;
+mod publish;
+mod settle;
+mod topology;
+mod wire;
+
+pub use connection::RabbitBroker;
+pub use outage::close_connections_for_test;
+pub use topology::{DEAD_LETTER_EXCHANGE, EXCHANGE};
+
+const BACKEND: &str = "rabbitmq";
+const REPLY_SUCCESS: u16 = 200;

@@ -1,0 +1,120 @@
+//! Settling one delivery: ack it, retry it (republish a copy to the group queue, then
+//! ack), dead-letter it (republish to `<group>.dlq`, then ack), or abandon it (nack with
+//! requeue).
+
+use std::{
+    sync::{atomic::Ordering, Arc},
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use lapin::{
+    options::{BasicAckOptions, BasicNackOptions},
+    Channel,
+};
+use uuid::Uuid;
+
+use super::{
+    connection::Shared,
+    consume::{ConsumeSpec, ConsumerState},
+    publish::Route,
+};
+use crate::{BrokerError, Envelope, Result, Settle};
+
+/// Settles one delivery on the channel it came from.
+///
+/// It acks with `Channel::basic_ack` rather than lapin's `Acker`: the acker goes through
+/// lapin's internal RPC task and a spawned future before the frame is written, three
+/// extra task hops per message on the hottest path. What the acker adds on top (refusing
+/// once its channel died, being single-use) holds here anyway: this channel object is
+/// never reused after its connection dies (a reconnect opens a new one, and a dead one
+/// refuses every method), and [`Settle`] is called at most once.
+pub(super) struct RabbitSettle {
+    pub(super) id: Uuid,
+    pub(super) delivery_tag: u64,
+    pub(super) channel: Arc<Channel>,
+    pub(super) shared: Arc<Shared>,
+    pub(super) spec: Arc<ConsumeSpec>,
+    pub(super) state: Arc<ConsumerState>,
+}
+
+impl RabbitSettle {
+    fn error(&self, detail: impl Into<String>) -> BrokerError {
+        BrokerError::Settle {
+            id: self.id,
+            detail: detail.into(),
+        }
+    }
+
+    async fn ack_original(&self) -> Result<()> {
+        self.channel
+            .basic_ack(self.delivery_tag, BasicAckOptions::default())
+            .await
+            .map_err(|error| {
+                // A closed channel (connection lost, consumer dropped) is the usual reason:
+                // the server has put the message back already and delivers it again.
+                self.error(format!(
+                    "basic.ack failed, the broker will deliver the message again: {error}"
+                ))
+            })
+    }
+
+    async fn republish(&self, envelope: Envelope, queue: &str) -> Result<()> {
+        self.shared
+            .publish_confirmed(std::slice::from_ref(&envelope), Route::Queue(queue))
+            .await
+            .map_err(|error| self.error(format!("republishing to `{queue}` failed: {error}")))
+    }
+}
+
+#[async_trait]
+impl Settle for RabbitSettle {
+    async fn ack(self: Box<Self>) -> Result<()> {
+        self.ack_original().await
+    }
+
+    async fn retry(self: Box<Self>, envelope: Envelope, delay: Duration) -> Result<()> {
+        tokio::time::sleep(delay).await;
+        // The copy first, then the ack: a crash in between duplicates, never loses.
+        self.republish(envelope, &self.spec.queue).await?;
+        self.ack_original().await
+    }
+
+    async fn dead_letter(self: Box<Self>, envelope: Envelope) -> Result<()> {
+        self.republish(envelope, &self.spec.dead_letter_queue)
+            .await?;
+        self.ack_original().await
+    }
+
+    fn abandon(self: Box<Self>) {
+        if self.state.stopping.load(Ordering::Acquire) {
+            // The consumer's channel is closing, which requeues this delivery anyway; a
+            // nack now could only get it redelivered to the consumer that is going away.
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            // No runtime to nack from (dropped during shutdown): the channel closing with
+            // the connection requeues it.
+            return;
+        };
+        runtime.spawn(async move {
+            let nacked = self
+                .channel
+                .basic_nack(
+                    self.delivery_tag,
+                    BasicNackOptions {
+                        multiple: false,
+                        requeue: true,
+                    },
+                )
+                .await;
+            if let Err(error) = nacked {
+                tracing::debug!(
+                    id = %self.id,
+                    %error,
+                    "requeueing an abandoned delivery failed; its channel closing requeues it"
+                );
+            }
+        });
+    }
+}
