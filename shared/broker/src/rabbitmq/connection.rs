@@ -27,29 +27,51 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The RabbitMQ backend: one connection (re-established after failures), one publishing
 /// channel in confirm mode, one channel per consumer.
 pub struct RabbitBroker {
+    /// Everything the broker's tasks need as well; the handle only adds the trait impls.
     pub(super) shared: Arc<Shared>,
 }
 
 /// State shared by the broker handle, the supervisor, the consumer tasks and the settle
 /// handles of deliveries in flight.
 pub(super) struct Shared {
+    /// Kept (credentials included) because every reconnect dials it again.
     url: String,
     /// The URL without credentials, for error messages.
     address: String,
+    /// `orderflow-<uuid>`, sent with every connection this handle opens, so the server
+    /// (management UI, `rabbitmqctl`, [`close_connections_for_test`]) shows one name for
+    /// this client across reconnects, and no other client has it.
+    ///
+    /// [`close_connections_for_test`]: super::close_connections_for_test
     connection_name: String,
-    /// The current connection; `None` while reconnecting or after `close`.
+    /// The current connection; `None` while reconnecting or after `close`. A `watch`
+    /// rather than a lock: readers take a cheap `Arc` clone, and a consumer task that
+    /// lost its channel can await the *next* connection (`changed()`) instead of polling.
     pub(super) live: watch::Sender<Option<Arc<Live>>>,
-    /// Set once by `close`.
+    /// Set once by `close`. A `watch` too, so that it can be read in passing
+    /// ([`Shared::is_shut_down`]) and awaited as one arm of a `select!`.
     pub(super) shutdown: watch::Sender<bool>,
-    /// Wakes the supervisor early when someone saw the connection fail.
+    /// Wakes the supervisor early when someone saw the connection fail. `notify_one`
+    /// keeps a permit when the supervisor is not waiting (it may be busy reconnecting),
+    /// so a nudge is never lost; at worst the supervisor looks once more than needed.
     pub(super) nudge: Arc<Notify>,
+    /// How many connections this handle has established; each [`Live`] takes the next
+    /// number as its [`Live::generation`].
     generation: AtomicU64,
 }
 
-/// One established connection and its publishing channel.
+/// One established connection and its publishing channel. Replaced as a whole on
+/// reconnect: channels die with their connection, so nothing of an old `Live` is reused.
 pub(super) struct Live {
+    /// 1 for the first connection, 2 after the first reconnect, and so on: tells the
+    /// connections of one handle apart in the logs ("re-established", "consumer resumed"),
+    /// where the connection name stays the same. Nothing else reads it.
     pub(super) generation: u64,
+    /// Opens the consumer and declaration channels; its status says whether this `Live`
+    /// is still the one to use.
     pub(super) connection: Connection,
+    /// The one channel in confirm mode that every publish goes through (events, retry
+    /// copies, dead letters).
     pub(super) publisher: Channel,
 }
 
@@ -81,6 +103,8 @@ impl RabbitBroker {
             .open()
             .await
             .map_err(|error| shared.connect_error(error))?;
+        // A failed first connection fails `connect` (the caller decides whether to try
+        // again); from here on, a lost connection is the supervisor's to repair.
         shared.live.send_replace(Some(Arc::new(first)));
         tokio::spawn(supervise(Arc::downgrade(&shared)));
         Ok(RabbitBroker { shared })
@@ -107,10 +131,16 @@ impl Shared {
             .with_connection_name(self.connection_name.clone().into());
         let connection = Connection::connect(&self.url, properties).await?;
         let publisher = connection.create_channel().await?;
+        // Confirm mode: from now on the server acks every message published on this
+        // channel once it has taken it, which is what `publish` waits for.
         publisher
             .confirm_select(ConfirmSelectOptions::default())
             .await?;
+        // Declared on every connection, not once: the server on the other end may be a
+        // fresh one (a new container) without them, and publishing to a missing exchange
+        // closes the channel.
         declare_exchanges(&publisher).await?;
+        // Counted only once the connection is usable, so generations have no gaps.
         Ok(Live {
             generation: self.generation.fetch_add(1, Ordering::Relaxed) + 1,
             connection,
@@ -173,10 +203,16 @@ async fn supervise(shared: Weak<Shared>) {
     };
     loop {
         tokio::select! {
+            // `close` was called: the connection is closed by `close` itself.
             _ = shutdown.wait_for(|closed| *closed) => return,
+            // Nobody reported anything: look anyway, a connection can die quietly.
             _ = tokio::time::sleep(SUPERVISOR_TICK) => {}
+            // A publisher, consumer or settle handle saw a lapin call fail on a dead
+            // connection (`Shared::saw_failure`): look now.
             _ = nudge.notified() => {}
         }
+        // Strong only while looking: between looks the supervisor must not keep the
+        // broker alive. Gone means every handle, consumer and delivery was dropped.
         let Some(strong) = shared.upgrade() else {
             return;
         };
@@ -188,6 +224,8 @@ async fn supervise(shared: Weak<Shared>) {
         if alive || strong.is_shut_down() {
             continue;
         }
+        // Withdraw the dead connection first: from now on callers get "reconnecting"
+        // errors at once instead of failing on its closed channels.
         strong.live.send_replace(None);
         tracing::warn!(
             connection = %strong.connection_name,
@@ -206,6 +244,8 @@ async fn supervise(shared: Weak<Shared>) {
                 return;
             }
             attempt += 1;
+            // Bounded by CONNECT_TIMEOUT, so a peer that accepts and then says nothing
+            // cannot hold the supervisor here.
             match strong.open().await {
                 Ok(live) => {
                     tracing::info!(
@@ -214,10 +254,14 @@ async fn supervise(shared: Weak<Shared>) {
                         attempt,
                         "RabbitMQ connection re-established"
                     );
+                    // `close` ran while this connection was being opened: `close` saw no
+                    // connection to close, so this one is closed here, not published.
                     if strong.is_shut_down() {
                         let _ = live.connection.close(REPLY_SUCCESS, "OK".into()).await;
                         return;
                     }
+                    // Publishing wakes every consumer task waiting in `next_live`; each
+                    // re-declares its queue and consumes again on this connection.
                     strong.live.send_replace(Some(Arc::new(live)));
                     break;
                 }
@@ -232,7 +276,9 @@ async fn supervise(shared: Weak<Shared>) {
                     );
                     drop(strong);
                     tokio::select! {
+                        // `close` during the pause: stop trying.
                         _ = shutdown.wait_for(|closed| *closed) => return,
+                        // The pause is over: try again.
                         _ = tokio::time::sleep(delay) => {}
                     }
                 }
@@ -276,6 +322,8 @@ impl Broker for RabbitBroker {
     /// Stops the supervisor and the consumers, closes the publishing channel and the
     /// connection. Unacked deliveries go back to their queues.
     async fn close(&self) -> Result<()> {
+        // The flag first: the supervisor and the consumer tasks stop before the
+        // connection goes, so none of them takes its loss for an outage to repair.
         self.shared.shutdown.send_replace(true);
         let Some(live) = self.shared.live.send_replace(None) else {
             return Ok(());

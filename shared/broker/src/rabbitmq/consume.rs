@@ -31,6 +31,8 @@ use crate::{BrokerError, Deliveries, Delivery, Result, Subscriber, Subscription}
 const DEAD_LETTER_PREFETCH: u16 = 64;
 
 impl RabbitBroker {
+    /// Opens the first consumer right here, so that a subscription that cannot start
+    /// fails `subscribe` itself, then hands it to a [`consume`] task for good.
     async fn start_consumer(&self, spec: ConsumeSpec) -> Result<Deliveries> {
         let spec = Arc::new(spec);
         let subscribe_error = |detail: String| BrokerError::Subscribe {
@@ -41,6 +43,8 @@ impl RabbitBroker {
         let (channel, consumer) = open_consumer(&live, &spec)
             .await
             .map_err(|error| subscribe_error(error.to_string()))?;
+        // As deep as the prefetch: the server never has more than that many deliveries
+        // unacked on this consumer, so the task never waits on a full channel for long.
         let (sender, receiver) = mpsc::channel(usize::from(spec.prefetch.max(1)));
         let state = Arc::new(ConsumerState::default());
         tokio::spawn(consume(
@@ -62,9 +66,15 @@ pub(super) struct ConsumeSpec {
     pub(super) group: String,
     /// The queue consumed: `<group>`, or `<group>.dlq` for dead letters.
     pub(super) queue: String,
-    /// `<group>.dlq`.
+    /// `<group>.dlq`: where [`Delivery::dead_letter`] sends its copy (for a dead-letter
+    /// consumer, that is its own queue).
+    ///
+    /// [`Delivery::dead_letter`]: crate::Delivery::dead_letter
     pub(super) dead_letter_queue: String,
+    /// The names checked once, at subscribe time; every re-declaration after a
+    /// reconnect uses them again.
     pub(super) names: GroupNames,
+    /// `basic.qos`: how many unacked deliveries the server sends this consumer at most.
     pub(super) prefetch: u16,
     /// Consuming the dead-letter queue rather than the group queue.
     pub(super) dead_letters: bool,
@@ -75,11 +85,14 @@ pub(super) struct ConsumeSpec {
 async fn open_consumer(live: &Live, spec: &ConsumeSpec) -> lapin::Result<(Channel, Consumer)> {
     let channel = live.connection.create_channel().await?;
     let opened = async {
+        // Declared every time, reconnects included: a restarted server may have lost
+        // the queue, and consuming a missing queue fails.
         if spec.dead_letters {
             declare_dead_letter_queue(&channel, &spec.names).await?;
         } else {
             declare_group(&channel, &spec.names).await?;
         }
+        // At least 1: a prefetch of 0 means "no limit" in AMQP.
         channel
             .basic_qos(spec.prefetch.max(1), BasicQosOptions::default())
             .await?;
@@ -101,6 +114,7 @@ async fn open_consumer(live: &Live, spec: &ConsumeSpec) -> lapin::Result<(Channe
     match opened {
         Ok(consumer) => Ok((channel, consumer)),
         Err(error) => {
+            // A half-opened channel would otherwise stay open until the connection goes.
             if channel.status().connected() {
                 let _ = channel.close(REPLY_SUCCESS, "OK".into()).await;
             }
@@ -125,12 +139,17 @@ struct ConsumerGuard {
 
 impl Drop for ConsumerGuard {
     fn drop(&mut self) {
+        // Release pairs with the Acquire in `RabbitSettle::abandon`.
         self.state.stopping.store(true, Ordering::Release);
     }
 }
 
 /// One subscription's task: forwards deliveries into the [`Deliveries`] channel and,
 /// whenever the consumer is lost, consumes again on the next connection.
+///
+/// Each turn of the loop is one consumer's life: [`forward`] until it stops, then, if
+/// the stop was a loss, wait for a connection and open a new consumer on it. The
+/// `sender` (and so the [`Deliveries`] the application holds) stays the same throughout.
 async fn consume(
     shared: Arc<Shared>,
     spec: Arc<ConsumeSpec>,
@@ -145,6 +164,7 @@ async fn consume(
     let mut channel = Arc::new(channel);
     let mut shutdown = shared.shutdown.subscribe();
     loop {
+        // The hot part: runs as long as this consumer lives.
         let stop = forward(
             &shared,
             &spec,
@@ -166,6 +186,7 @@ async fn consume(
                 }
                 return;
             }
+            // `close` closes the connection, and every channel with it.
             Stop::Shutdown => return,
             Stop::Lost(error) => {
                 let reason =
@@ -176,25 +197,33 @@ async fn consume(
                     %reason,
                     "RabbitMQ consumer lost; consuming again once connected"
                 );
+                // If the connection is what died, the supervisor should know now.
                 shared.saw_failure(&live);
                 if live.connection.status().connected() {
                     // Only this consumer went (the server cancelled it, e.g. its queue was
                     // deleted): pause before declaring and consuming again, so that
                     // something that keeps cancelling it cannot make this loop spin.
                     tokio::select! {
+                        // The application dropped the `Deliveries` meanwhile.
                         _ = sender.closed() => return,
+                        // `close` was called meanwhile.
                         _ = shutdown.wait_for(|closed| *closed) => return,
                         _ = tokio::time::sleep(reconnect_backoff(1)) => {}
                     }
                 }
             }
         }
+        // Resume: find a connected connection, re-declare and consume on it. Deliveries
+        // of the old channel still held by the application can no longer be acked; the
+        // server has requeued them and sends them again on the new consumer.
         let mut attempt = 0;
         loop {
             let Some(next) = next_live(&shared, &sender, &mut shutdown).await else {
                 return;
             };
             match open_consumer(&next, &spec).await {
+                // The old `channel` is replaced, not reused: settle handles of old
+                // deliveries keep their own reference to it, and acking there fails.
                 Ok((new_channel, new_consumer)) => {
                     tracing::info!(
                         group = %spec.group,
@@ -217,10 +246,14 @@ async fn consume(
                         retry_in = ?delay,
                         "consuming again failed"
                     );
+                    // Possibly the new connection died already: let the supervisor know.
                     shared.saw_failure(&next);
                     tokio::select! {
+                        // The application dropped the `Deliveries` meanwhile.
                         _ = sender.closed() => return,
+                        // `close` was called meanwhile.
                         _ = shutdown.wait_for(|closed| *closed) => return,
+                        // Backoff over: look for a connection and try again.
                         _ = tokio::time::sleep(delay) => {}
                     }
                 }
@@ -243,11 +276,16 @@ async fn next_live(
             if live.connection.status().connected() {
                 return Some(live);
             }
+            // Published but dead, and the supervisor may not have noticed yet.
             shared.nudge.notify_one();
         }
         tokio::select! {
+            // The supervisor published a connection (or withdrew one): look again. An
+            // error means the sender, i.e. the broker's shared state, is gone.
             changed = changes.changed() => changed.ok()?,
+            // The application dropped the `Deliveries`.
             _ = sender.closed() => return None,
+            // `close` was called.
             _ = shutdown.wait_for(|closed| *closed) => return None,
             // The supervisor replaces a dead connection within a tick or two; looking
             // again now and then covers a connection that died after being published.
@@ -334,6 +372,8 @@ impl Subscriber for RabbitBroker {
         .await;
         let count = match counted {
             Ok(queue) => queue.message_count(),
+            // No queue yet: declare it (its count is then 0), so that what is published
+            // from now on is kept for the group and counted.
             Err(failure) if is_not_found(&failure) => on_own_channel(&live, |channel| async move {
                 declare_group(&channel, &names).await
             })

@@ -1,6 +1,8 @@
-//! From lapin's consumer stream into the [`Deliveries`](crate::Deliveries) channel: [`forward`] moves
+//! From lapin's consumer stream into the [`Deliveries`] channel: [`forward`] moves
 //! deliveries in batches, [`hand_over`] turns each into a [`Delivery`] with its settle
 //! handle, or has the server dead-letter what is no envelope.
+//!
+//! [`Deliveries`]: crate::Deliveries
 
 use std::sync::Arc;
 
@@ -30,12 +32,14 @@ pub(super) enum Stop {
 /// Forwards deliveries until the subscription is dropped, the broker closed or the
 /// consumer lost.
 ///
-/// It moves deliveries in batches: it waits until the [`Deliveries`](crate::Deliveries) channel has room
+/// It moves deliveries in batches: it waits until the [`Deliveries`] channel has room
 /// for a quarter of the prefetch, waits for one delivery, then takes whatever else lapin
 /// has already buffered without waiting. A busy handler thus wakes this task once per
 /// batch instead of once per message (the server sends one delivery per ack once the
 /// prefetch window is full). An idle consumer still gets each message the moment it
 /// arrives.
+///
+/// [`Deliveries`]: crate::Deliveries
 pub(super) async fn forward(
     shared: &Arc<Shared>,
     spec: &Arc<ConsumeSpec>,
@@ -56,32 +60,47 @@ pub(super) async fn forward(
     tokio::pin!(stopped);
     let batch = (sender.max_capacity() / 4).max(1);
     loop {
+        // Step 1: room for a batch in the `Deliveries` channel. A permit reserves one
+        // slot, so sending later can neither wait nor fail.
         let permits = tokio::select! {
+            // `biased`: look at the room first; the stop arm is for when there is none.
             biased;
+            // The application took enough deliveries out: go on.
             permits = sender.reserve_many(batch) => match permits {
                 Ok(permits) => permits,
+                // The receiver is gone: the `Deliveries` was dropped.
                 Err(_) => return Stop::Dropped,
             },
+            // Dropped or closed while the application was busy with the ones it has.
             stop = &mut stopped => return stop,
         };
         let mut waited = false;
         for permit in permits {
             let next = if waited {
+                // Step 3: the rest of the batch, only what lapin has buffered already.
+                // Nothing there: `break` drops the unused permits (their slots free up)
+                // and the outer loop reserves again.
                 match consumer.next().now_or_never() {
                     Some(next) => next,
                     None => break,
                 }
             } else {
+                // Step 2: wait for the first delivery of the batch.
                 waited = true;
                 tokio::select! {
                     biased;
+                    // A delivery (or the end of the stream) arrived.
                     next = consumer.next() => next,
+                    // Dropped or closed while the queue was idle.
                     stop = &mut stopped => return stop,
                 }
             };
             match next {
                 Some(Ok(raw)) => hand_over(shared, spec, state, channel, raw, permit),
+                // lapin reports the channel or connection as gone.
                 Some(Err(error)) => return Stop::Lost(Some(error)),
+                // The stream ended: the server cancelled the consumer (queue deleted),
+                // or the channel closed.
                 None => return Stop::Lost(None),
             }
         }
@@ -98,6 +117,7 @@ fn hand_over(
     mut raw: lapin::message::Delivery,
     permit: mpsc::Permit<'_, Delivery>,
 ) {
+    // The body is moved out, not copied: `Bytes` takes over the `Vec`'s allocation.
     let payload = Bytes::from(std::mem::take(&mut raw.data));
     let decoded = if spec.dead_letters {
         Ok(envelope_of_dead_letter(&raw, payload))
@@ -130,6 +150,8 @@ fn hand_over(
                 %reason,
                 "malformed message dead-lettered"
             );
+            // Spawned: the forwarding loop goes on at once instead of waiting for this
+            // frame to be written.
             let (channel, delivery_tag) = (channel.clone(), raw.delivery_tag);
             tokio::spawn(async move {
                 let rejected = channel

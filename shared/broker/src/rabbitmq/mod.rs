@@ -53,17 +53,29 @@
 //!
 //! ## Where things are
 //!
-//! | file | what it holds |
-//! | --- | --- |
-//! | `connection.rs` | [`RabbitBroker`]: connecting, the shared connection state, the supervisor that reconnects with backoff, `close` |
-//! | `topology.rs` | the two exchanges, the group queue with its dead-letter arguments, `<group>.dlq`, declarations on a channel of their own |
-//! | `publish.rs` | publishing with publisher confirms: the pipelined batch behind `publish` and `publish_all`, and the copies sent straight to a queue |
-//! | `consume.rs` | the [`Subscriber`] side: one task per subscription that consumes, and consumes again on the next connection after a loss |
-//! | `forward.rs` | moving lapin's deliveries into the [`Deliveries`] channel in batches, and handing each over as a [`Delivery`] |
-//! | `settle.rs` | ack, retry (republish, then ack), dead-letter and abandon of one delivery |
-//! | `wire.rs` | an [`Envelope`] to AMQP properties and headers and back, also for what the server dead-lettered |
-//! | `outage.rs` | a test helper that cuts this client's connections through `rabbitmqctl` |
+//! One concept per file, in the order a message meets them:
 //!
+//! - `connection.rs`: [`RabbitBroker`] and `connect`; the state every part shares (the
+//!   live connection on a `watch`, the shutdown flag); the supervisor task that sees a
+//!   connection die and reconnects with backoff; `close`. The cut-twice test lives here.
+//! - `topology.rs`: the two exchanges, the group queue with its dead-letter arguments,
+//!   `<group>.dlq`, and declarations on a channel of their own.
+//! - `publish.rs`: [`Publisher`]. Publisher confirms, and the pipelined batch behind
+//!   `publish`, `publish_all` and the copies that retries and dead letters send straight
+//!   to a queue.
+//! - `consume.rs`: [`Subscriber`]. One task per subscription that consumes, and consumes
+//!   again on the next connection after a loss; `backlog`.
+//! - `forward.rs`: the hot loop that moves lapin's deliveries into the [`Deliveries`]
+//!   channel in batches, and hands each over as a [`Delivery`] (or has the server
+//!   dead-letter it).
+//! - `settle.rs`: ack, retry (republish, then ack), dead-letter and abandon of one
+//!   delivery.
+//! - `wire.rs`: an [`Envelope`] to AMQP properties and headers and back, also for what
+//!   the server dead-lettered. The format's unit tests live here.
+//! - `outage.rs`: a test helper that cuts this client's connections through
+//!   `rabbitmqctl`.
+//!
+//! [`Publisher`]: crate::Publisher
 //! [`Subscriber`]: crate::Subscriber
 //! [`Deliveries`]: crate::Deliveries
 //! [`Delivery`]: crate::Delivery
@@ -83,5 +95,7 @@ pub use connection::RabbitBroker;
 pub use outage::close_connections_for_test;
 pub use topology::{DEAD_LETTER_EXCHANGE, EXCHANGE};
 
+/// The backend's name in [`BrokerError::Connect`](crate::BrokerError::Connect).
 const BACKEND: &str = "rabbitmq";
+/// The AMQP reply code of a normal `channel.close` / `connection.close`.
 const REPLY_SUCCESS: u16 = 200;

@@ -32,6 +32,7 @@ impl Shared {
         let Some(first) = envelopes.first() else {
             return Ok(());
         };
+        // One `Live` for the whole batch: its confirms belong to its publishing channel.
         let live = self.current_or(|detail| fail(first, detail))?;
         let (exchange, options) = match route {
             Route::Topic => (EXCHANGE, BasicPublishOptions::default()),
@@ -60,6 +61,8 @@ impl Shared {
                 Route::Queue(queue) => short(queue),
             }
             .map_err(|detail| fail(envelope, detail))?;
+            // An envelope that cannot be encoded fails the batch here; those before it may
+            // already be on their way (publishing the batch again is safe).
             let properties = properties_of(envelope, matches!(route, Route::Queue(_)))
                 .map_err(|detail| fail(envelope, detail))?;
             let mut write = Box::pin(live.publisher.basic_publish(
@@ -69,12 +72,17 @@ impl Shared {
                 &envelope.payload,
                 properties,
             ));
+            // A no-op waker: this first poll only has to queue the frames. If it is not
+            // done yet, the `.await` below polls again with this task's real waker.
             let queued = match write.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
                 Poll::Ready(written) => Some(written),
                 Poll::Pending => None,
             };
             writes.push((queued, write));
         }
+        // Wait until each message is written. What a write yields is its pending confirm
+        // (the sequence number is already assigned). A failed write means the channel or
+        // connection is gone: nudge the supervisor and give up on the batch.
         let mut confirms: Vec<PublisherConfirm> = Vec::with_capacity(envelopes.len());
         for ((queued, write), envelope) in writes.into_iter().zip(envelopes) {
             let written = match queued {
@@ -86,9 +94,15 @@ impl Shared {
                 fail(envelope, error.to_string())
             })?);
         }
+        // The server's answer for each message. Awaiting them in turn costs nothing extra:
+        // the batch waits for its slowest confirm either way.
         for (confirm, envelope) in confirms.into_iter().zip(envelopes) {
             match confirm.await {
+                // Stored. (`NotRequested` only comes from a channel without confirm mode,
+                // which this one is not.)
                 Ok(Confirmation::Ack(None)) | Ok(Confirmation::NotRequested) => {}
+                // A `mandatory` copy no queue took: the server sends it back
+                // (`basic.return`), then acks it. Not stored, so an error.
                 Ok(Confirmation::Ack(Some(returned))) => {
                     return Err(fail(
                         envelope,
@@ -98,9 +112,11 @@ impl Shared {
                         ),
                     ))
                 }
+                // The server refused responsibility (an internal error on its side).
                 Ok(Confirmation::Nack(_)) => {
                     return Err(fail(envelope, "the broker nacked the message".into()))
                 }
+                // The channel died before the answer came: the outcome is unknown.
                 Err(error) => {
                     self.saw_failure(&live);
                     return Err(fail(

@@ -30,11 +30,20 @@ use crate::{BrokerError, Envelope, Result, Settle};
 /// never reused after its connection dies (a reconnect opens a new one, and a dead one
 /// refuses every method), and [`Settle`] is called at most once.
 pub(super) struct RabbitSettle {
+    /// The envelope's id, for error messages and logs.
     pub(super) id: Uuid,
+    /// The server's number for this delivery. It only means something on the channel
+    /// it came from, hence the channel beside it.
     pub(super) delivery_tag: u64,
+    /// The consumer channel the delivery came on; after a reconnect it is dead, and so
+    /// every settle on it fails (the server has requeued the message already).
     pub(super) channel: Arc<Channel>,
+    /// For the republished copies of `retry` and `dead_letter`, which go through the
+    /// *current* publishing channel, whichever connection that is on now.
     pub(super) shared: Arc<Shared>,
+    /// Which queue a retry goes back to and which `<group>.dlq` a dead letter goes to.
     pub(super) spec: Arc<ConsumeSpec>,
+    /// Tells `abandon` whether the consumer is going away anyway.
     pub(super) state: Arc<ConsumerState>,
 }
 
@@ -74,6 +83,8 @@ impl Settle for RabbitSettle {
     }
 
     async fn retry(self: Box<Self>, envelope: Envelope, delay: Duration) -> Result<()> {
+        // The delay is spent holding the original unacked: it counts against the prefetch,
+        // and a lost connection meanwhile gets it redelivered rather than lost.
         tokio::time::sleep(delay).await;
         // The copy first, then the ack: a crash in between duplicates, never loses.
         self.republish(envelope, &self.spec.queue).await?;
@@ -81,6 +92,7 @@ impl Settle for RabbitSettle {
     }
 
     async fn dead_letter(self: Box<Self>, envelope: Envelope) -> Result<()> {
+        // Same order as `retry`: the copy in `<group>.dlq` is confirmed before the ack.
         self.republish(envelope, &self.spec.dead_letter_queue)
             .await?;
         self.ack_original().await
@@ -97,6 +109,7 @@ impl Settle for RabbitSettle {
             // the connection requeues it.
             return;
         };
+        // Spawned: `abandon` runs from `Drop` of the delivery, which cannot await.
         runtime.spawn(async move {
             let nacked = self
                 .channel

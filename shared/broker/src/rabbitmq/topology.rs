@@ -19,6 +19,8 @@ pub const EXCHANGE: &str = "orderflow";
 /// The direct exchange that routes server-side dead letters to `<group>.dlq`.
 pub const DEAD_LETTER_EXCHANGE: &str = "orderflow.dlx";
 
+/// Declares `orderflow` (topic) and `orderflow.dlx` (direct), both durable so that they
+/// survive a broker restart.
 pub(super) async fn declare_exchanges(channel: &Channel) -> lapin::Result<()> {
     let durable = ExchangeDeclareOptions {
         durable: true,
@@ -43,9 +45,15 @@ pub(super) async fn declare_exchanges(channel: &Channel) -> lapin::Result<()> {
 }
 
 /// The queue names of a group, checked to fit AMQP short strings.
+///
+/// Checked once, when the subscription is made, so that a name too long for AMQP fails
+/// `subscribe` with a clear error instead of every later declaration.
 pub(super) struct GroupNames {
+    /// `<group>`: the queue the group's consumers share.
     pub(super) queue: ShortString,
+    /// `<group>.dlq`.
     pub(super) dead_letters: ShortString,
+    /// The routing keys the group queue is bound with (one per topic).
     pub(super) topics: Vec<ShortString>,
 }
 
@@ -62,10 +70,13 @@ impl GroupNames {
     }
 }
 
+/// `<group>.dlq`, named by `orderflow_events` so that every backend agrees on it.
 pub(super) fn dead_letter_queue(group: &str) -> String {
     orderflow_events::topics::dead_letter_of(group)
 }
 
+/// Durable: the queue (and, with persistent messages, its content) survives a restart.
+/// No `x-queue-type`, so a classic queue (the module doc says why).
 fn durable_queue() -> QueueDeclareOptions {
     QueueDeclareOptions {
         durable: true,
@@ -77,6 +88,8 @@ fn durable_queue() -> QueueDeclareOptions {
 /// dead-letter arguments and one binding per topic. Returns the group queue's ready
 /// message count.
 pub(super) async fn declare_group(channel: &Channel, names: &GroupNames) -> lapin::Result<u32> {
+    // `<group>.dlq` first: a message the server dead-letters from `<group>` is dropped if
+    // nothing is bound to the dead-letter exchange under its routing key yet.
     declare_dead_letter_queue(channel, names).await?;
     let mut arguments = FieldTable::default();
     arguments.insert(
@@ -104,6 +117,8 @@ pub(super) async fn declare_group(channel: &Channel, names: &GroupNames) -> lapi
     Ok(queue.message_count())
 }
 
+/// Declares the exchanges, `<group>.dlq` and its binding to `orderflow.dlx` (routing key
+/// `<group>.dlq`, the group queue's `x-dead-letter-routing-key`).
 pub(super) async fn declare_dead_letter_queue(
     channel: &Channel,
     names: &GroupNames,
@@ -144,6 +159,7 @@ where
     result
 }
 
+/// The server answered `404 NOT_FOUND` (a passive declare of a queue that does not exist).
 pub(super) fn is_not_found(error: &lapin::Error) -> bool {
     matches!(
         error.kind(),

@@ -15,6 +15,7 @@ use uuid::Uuid;
 use super::topology::EXCHANGE;
 use crate::{headers, Envelope};
 
+/// Every payload orderflow publishes is an event serialized as JSON.
 const CONTENT_TYPE: &str = "application/json";
 /// AMQP delivery mode 2: the broker writes the message to disk (with a durable queue).
 pub(super) const PERSISTENT: u8 = 2;
@@ -31,6 +32,7 @@ pub(super) fn properties_of(
     envelope: &Envelope,
     keep_topic: bool,
 ) -> std::result::Result<BasicProperties, String> {
+    // Header values go as long strings: AMQP's type for text of any length.
     let mut table = BTreeMap::new();
     for (name, value) in &envelope.headers {
         table.insert(
@@ -51,6 +53,8 @@ pub(super) fn properties_of(
         )),
     );
     if keep_topic {
+        // `entry`: a dead letter already carries `message-topic` (set by
+        // `Delivery::dead_letter`); that value stays.
         table
             .entry(ShortString::from(headers::MESSAGE_TOPIC))
             .or_insert_with(|| AMQPValue::LongString(LongString::from(envelope.topic.as_bytes())));
@@ -64,6 +68,7 @@ pub(super) fn properties_of(
         ))
         .with_delivery_mode(PERSISTENT)
         .with_content_type(ShortString::from(CONTENT_TYPE))
+        // Whole seconds only (the AMQP type); `published-at` above keeps the precision.
         .with_timestamp(u64::try_from(envelope.published_at.timestamp()).unwrap_or(0))
         .with_headers(FieldTable::from(table)))
 }
