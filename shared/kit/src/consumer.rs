@@ -13,7 +13,8 @@
 //! - **Rate limit** (optional): handlers start at most `rate_per_s` times a second — the
 //!   knob that protects a slow downstream (the SMS gateway) while the queue absorbs the peak.
 //! - **Retry with backoff, then dead-letter**: a failing handler is retried with growing
-//!   delays; after `max_attempts` the message goes to `<group>.dlq` with the last error.
+//!   delays ([`RetryPolicy`]); after its `max_attempts` the message goes to `<group>.dlq`
+//!   with the last error.
 //!   A payload that cannot be decoded goes there at once: retrying it can never help.
 //! - **Graceful stop**: when `shutdown` is cancelled the loop takes nothing new, lets
 //!   running handlers finish and ack, and returns; deliveries it had not started are
@@ -35,7 +36,7 @@ use tokio::{sync::Mutex, task::JoinSet, time::Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::db::Db;
+use crate::{db::Db, retry::RetryPolicy};
 
 /// What a handler did with a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,8 +84,9 @@ pub struct ConsumerOptions {
     pub concurrency: usize,
     /// Handler starts per second, if limited.
     pub rate_per_s: Option<f64>,
-    /// Deliveries before a failing message is dead-lettered.
-    pub max_attempts: u32,
+    /// How a failing handler is retried: the backoff between deliveries, and after how many
+    /// deliveries the message is dead-lettered.
+    pub retry: RetryPolicy,
     /// Where duplicates and dead letters are counted persistently (for reconciliation).
     pub counters: Option<Db>,
 }
@@ -94,7 +96,7 @@ impl Default for ConsumerOptions {
         ConsumerOptions {
             concurrency: 16,
             rate_per_s: None,
-            max_attempts: 5,
+            retry: RetryPolicy::default(),
             counters: None,
         }
     }
@@ -250,8 +252,8 @@ async fn handle_one(
                     tracing::warn!(%error, "ack failed; the message will be redelivered and deduplicated");
                 }
             }
-            Err(HandlerError::Retry(error)) if delivery.attempt() < options.max_attempts => {
-                let delay = orderflow_broker::retry_backoff(delivery.attempt());
+            Err(HandlerError::Retry(error)) if delivery.attempt() < options.retry.max_attempts => {
+                let delay = options.retry.backoff(delivery.attempt());
                 tracing::warn!(error = format!("{error:#}"), ?delay, "handler failed: retrying");
                 stats.retried.fetch_add(1, Ordering::Relaxed);
                 if let Err(error) = delivery.retry(delay).await {

@@ -15,7 +15,10 @@ use sqlx::{Any, Row, Transaction};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::db::{Db, Dialect};
+use crate::{
+    db::{Db, Dialect},
+    retry::RetryPolicy,
+};
 
 /// Rows published per round trip.
 const BATCH: i64 = 500;
@@ -47,6 +50,9 @@ pub struct Relay {
     db: Db,
     broker: Arc<dyn Broker>,
     wake: Arc<Notify>,
+    /// The wait after a failed round; only its backoff is used, since the relay never
+    /// gives up on a committed row.
+    failure_backoff: RetryPolicy,
 }
 
 impl Relay {
@@ -56,6 +62,7 @@ impl Relay {
             db,
             broker,
             wake: Arc::new(Notify::new()),
+            failure_backoff: RetryPolicy::default(),
         }
     }
 
@@ -84,7 +91,7 @@ impl Relay {
                 // Polling is the safety net (another replica's rows, a missed wake-up).
                 Duration::from_millis(500)
             } else {
-                orderflow_broker::retry_backoff(failures)
+                self.failure_backoff.backoff(failures)
             };
             tokio::select! {
                 () = self.wake.notified() => {},
