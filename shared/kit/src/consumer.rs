@@ -157,15 +157,22 @@ pub async fn run(
     stats: Arc<ConsumerStats>,
     shutdown: CancellationToken,
 ) {
+    // One limiter for the whole loop, shared by its handler tasks: the rate is the
+    // loop's, not each task's.
     let limiter = options
         .rate_per_s
         .map(|rate| Arc::new(RateLimiter::new(rate)));
     let options = Arc::new(options);
+    // The handlers running now. Each task returns its message's key, so that when it
+    // finishes the loop knows which key became free.
     let mut running: JoinSet<String> = JoinSet::new();
     // Keys with a handler running, and deliveries waiting for their key to be free.
     let mut busy_keys: HashSet<String> = HashSet::new();
     let mut waiting: HashMap<String, VecDeque<Delivery>> = HashMap::new();
 
+    // Starts a handler task for `delivery`. The rate limit is waited for inside the task,
+    // so a slow limit holds up that task only, never the loop (which must go on noticing
+    // finished handlers and shutdown).
     let start = |running: &mut JoinSet<String>, delivery: Delivery| {
         let handler = handler.clone();
         let options = options.clone();
@@ -176,6 +183,7 @@ pub async fn run(
             if let Some(limiter) = limiter {
                 limiter.acquire().await;
             }
+            // Settles the delivery (ack, retry or dead-letter) before the task ends.
             handle_one(delivery, handler.as_ref(), &options, &stats).await;
             key
         });
@@ -183,12 +191,27 @@ pub async fn run(
 
     loop {
         tokio::select! {
+            // `biased` polls the arms in the order written instead of at random. Shutdown
+            // comes first, so once it is cancelled no new handler starts even while
+            // deliveries are ready; finished handlers come before new deliveries, so a
+            // freed slot and a freed key are accounted for before the next delivery is
+            // taken.
             biased;
+
+            // Stop taking work. What happens to the rest is below the loop.
             () = shutdown.cancelled() => break,
+
+            // A handler finished (the guard keeps this arm out of the race when nothing
+            // runs: `join_next` on an empty set would return `None` at once).
             Some(finished) = running.join_next(), if !running.is_empty() => {
+                // An `Err` is a handler task that panicked: its delivery was dropped
+                // unsettled, so the broker delivers it again. The key went down with the
+                // task, so it stays in `busy_keys`.
                 let Ok(key) = finished else { continue };
                 match waiting.get_mut(&key).and_then(VecDeque::pop_front) {
-                    // The key stays busy: its next message starts now, in order.
+                    // The key stays busy: its next waiting message starts now, in publish
+                    // order, and holds the key as the finished one did. The key is freed
+                    // only when none of its messages waits.
                     Some(next) => start(&mut running, next),
                     None => {
                         waiting.remove(&key);
@@ -196,10 +219,18 @@ pub async fn run(
                     }
                 }
             }
+
+            // A new delivery, taken only while fewer than `concurrency` handlers run: a
+            // full loop leaves deliveries in the channel, and the broker's prefetch then
+            // stops sending more (back-pressure all the way up). `next` is cancel-safe: when
+            // another arm wins, no delivery is lost.
             delivery = deliveries.next(), if running.len() < options.concurrency => {
+                // `None`: the subscription ended (the broker handle was closed).
                 let Some(delivery) = delivery else { break };
                 let key = &delivery.envelope().key;
                 if busy_keys.contains(key) {
+                    // Per-key order: a handler of this key is running, so this one waits
+                    // its turn (behind any others of the key) instead of running beside it.
                     waiting.entry(key.clone()).or_default().push_back(delivery);
                 } else {
                     busy_keys.insert(key.clone());
@@ -208,9 +239,14 @@ pub async fn run(
             }
         }
     }
-    // Deliveries not started are dropped unsettled, so the broker hands them out again.
+    // Deliveries not started are dropped unsettled, so the broker hands them out again
+    // (to this service's next start, or to another consumer of the group now). Dropping
+    // `deliveries` stops the subscription, so nothing new arrives while the running
+    // handlers finish.
     drop(waiting);
     drop(deliveries);
+    // Graceful stop: the running handlers finish and settle what they hold before `run`
+    // returns, so a stop costs no redelivery of work already done.
     while running.join_next().await.is_some() {}
 }
 
