@@ -16,12 +16,15 @@
 //!   delays ([`RetryPolicy`]); after its `max_attempts` the message goes to `<group>.dlq`
 //!   with the last error.
 //!   A payload that cannot be decoded goes there at once: retrying it can never help.
+//!   A handler that panics counts as a failed attempt (watermill's `Recoverer`): it is
+//!   retried and dead-lettered like any other failure, and the loop goes on.
 //! - **Graceful stop**: when `shutdown` is cancelled the loop takes nothing new, lets
 //!   running handlers finish and ack, and returns; deliveries it had not started are
 //!   released and delivered again later.
 
 use std::{
     collections::{HashMap, HashSet, VecDeque},
+    panic::AssertUnwindSafe,
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc,
@@ -30,6 +33,7 @@ use std::{
 };
 
 use async_trait::async_trait;
+use futures::FutureExt;
 use orderflow_broker::{Deliveries, Delivery, Envelope};
 use orderflow_events::Event;
 use tokio::{sync::Mutex, task::JoinSet, time::Instant};
@@ -204,9 +208,9 @@ pub async fn run(
             // A handler finished (the guard keeps this arm out of the race when nothing
             // runs: `join_next` on an empty set would return `None` at once).
             Some(finished) = running.join_next(), if !running.is_empty() => {
-                // An `Err` is a handler task that panicked: its delivery was dropped
-                // unsettled, so the broker delivers it again. The key went down with the
-                // task, so it stays in `busy_keys`.
+                // Every task returns its key: a handler's panic is caught inside the task
+                // (see `handle_one`). An `Err` would be a task aborted, which this loop
+                // never does.
                 let Ok(key) = finished else { continue };
                 match waiting.get_mut(&key).and_then(VecDeque::pop_front) {
                     // The key stays busy: its next waiting message starts now, in publish
@@ -273,7 +277,18 @@ async fn handle_one(
                 return;
             }
         };
-        match handler.handle(event, &envelope).await {
+        // A panic becomes a failed attempt, as if the handler had returned
+        // `HandlerError::Retry`: the delivery is retried and, its attempts used up,
+        // dead-lettered with the panic message. Left to unwind, it would drop the delivery
+        // unsettled (redelivered at once, to panic again) and lose its key's place in the
+        // loop. `AssertUnwindSafe`: after a panic this function uses only `envelope`,
+        // which the handler could only read; what the panic leaves in the handler's own
+        // state is the handler's concern, as it is after any error it returns.
+        let handled = AssertUnwindSafe(handler.handle(event, &envelope))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|panic| Err(HandlerError::Retry(panicked(panic.as_ref()))));
+        match handled {
             Ok(outcome) => {
                 match outcome {
                     Outcome::Done => stats.handled.fetch_add(1, Ordering::Relaxed),
@@ -312,6 +327,16 @@ async fn handle_one(
     .await;
 }
 
+/// The error a handler's panic is turned into, with the panic's message.
+fn panicked(panic: &(dyn std::any::Any + Send)) -> anyhow::Error {
+    let message = panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)");
+    anyhow::anyhow!("the handler panicked: {message}")
+}
+
 async fn dead_letter(
     delivery: Delivery,
     reason: &str,
@@ -336,5 +361,105 @@ async fn bump(options: &ConsumerOptions, name: &str) {
                 "could not persist counter"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use orderflow_broker::{headers, memory::MemoryBroker, Publisher, Subscriber, Subscription};
+    use orderflow_events::OrderPlaced;
+
+    use super::*;
+    use crate::wait;
+
+    /// Panics on the customer 13's orders, handles the others.
+    struct PanicsOnCustomer13;
+
+    #[async_trait]
+    impl Handler for PanicsOnCustomer13 {
+        async fn handle(&self, event: Event, _: &Envelope) -> Result<Outcome, HandlerError> {
+            match event {
+                Event::OrderPlaced(order) if order.user_id == 13 => panic!("customer 13"),
+                _ => Ok(Outcome::Done),
+            }
+        }
+    }
+
+    fn order(order_id: uuid::Uuid, user_id: u64) -> Envelope {
+        Event::OrderPlaced(OrderPlaced {
+            order_id,
+            user_id,
+            phone: "+8613800138000".into(),
+            items: Vec::new(),
+            total_cents: 0,
+            placed_at: chrono::Utc::now(),
+        })
+        .to_envelope()
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_is_retried_then_dead_lettered_and_its_key_goes_on() {
+        let broker = MemoryBroker::from_url(&format!(
+            "memory://consumer-panic-{}",
+            uuid::Uuid::now_v7().simple()
+        ))
+        .unwrap();
+        // Two messages of one key: the first panics, the second must still be handled.
+        let key = uuid::Uuid::now_v7();
+        let poisoned = order(key, 13);
+        let healthy = order(key, 1);
+        let subscription = Subscription::new("g", [poisoned.topic.clone()]);
+        let deliveries = broker.subscribe(subscription).await.unwrap();
+        let mut dead_letters = broker.subscribe_dead_letters("g").await.unwrap();
+        let options = ConsumerOptions {
+            retry: RetryPolicy {
+                max_attempts: 2,
+                initial: Duration::from_millis(1),
+                jitter: 0.0,
+                ..RetryPolicy::default()
+            },
+            ..ConsumerOptions::default()
+        };
+        let stats = Arc::new(ConsumerStats::default());
+        let shutdown = CancellationToken::new();
+        let consumer = tokio::spawn(run(
+            deliveries,
+            Arc::new(PanicsOnCustomer13),
+            options,
+            stats.clone(),
+            shutdown.clone(),
+        ));
+        broker
+            .publish_all(vec![poisoned.clone(), healthy])
+            .await
+            .unwrap();
+
+        let dead = dead_letters
+            .next_within(Duration::from_secs(10))
+            .await
+            .expect("the panicking message is dead-lettered");
+        assert_eq!(dead.envelope().id, poisoned.id);
+        let reason = dead
+            .envelope()
+            .header(headers::DEAD_LETTER_REASON)
+            .unwrap_or("");
+        assert!(
+            reason.contains("gave up after 2 attempts")
+                && reason.contains("the handler panicked: customer 13"),
+            "{reason}"
+        );
+        dead.ack().await.unwrap();
+        wait::until(
+            "the second message of the key to be handled",
+            Duration::from_secs(10),
+            Duration::from_millis(10),
+            || async { (stats.handled.load(Ordering::Relaxed) == 1).then_some(()) },
+        )
+        .await
+        .unwrap();
+        assert_eq!(stats.retried.load(Ordering::Relaxed), 1);
+        assert_eq!(stats.dead_lettered.load(Ordering::Relaxed), 1);
+        shutdown.cancel();
+        consumer.await.unwrap();
     }
 }
