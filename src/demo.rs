@@ -245,7 +245,10 @@ pub async fn place_orders(
                                 attempt,
                                 "placing an order failed; retrying with the same Idempotency-Key"
                             );
-                            tokio::time::sleep(orderflow_broker::retry_backoff(attempt)).await;
+                            tokio::time::sleep(
+                                orderflow_kit::retry::RetryPolicy::default().backoff(attempt),
+                            )
+                            .await;
                         }
                         Ok(response) => anyhow::bail!("order {index}: {}", response.status()),
                         Err(error) => return Err(error).context("POST /orders"),

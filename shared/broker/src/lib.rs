@@ -6,9 +6,9 @@
 //!
 //! | URL | backend | file |
 //! | --- | --- | --- |
-//! | `memory://[name][?drop=0.05&duplicate=0.2&reorder=0.1&delay=0.1&seed=7]` | embedded broker with fault injection | `memory.rs` |
-//! | `amqp://user:pass@host:5672/%2f` | RabbitMQ through lapin | `rabbitmq.rs` |
-//! | `kafka://host:9092[,host:9093]` | Kafka (or tansu) through rdkafka | `kafka.rs` |
+//! | `memory://[name][?drop=0.05&duplicate=0.2&reorder=0.1&delay=0.1&seed=7]` | embedded broker with fault injection | `memory/` |
+//! | `amqp://user:pass@host:5672/%2f` | RabbitMQ through lapin | `rabbitmq/` |
+//! | `kafka://host:9092[,host:9093]` | Kafka (or tansu) through rdkafka | `kafka/` |
 //!
 //! ## The contract (what every backend guarantees; `tests/contract.rs` checks it on all three)
 //!
@@ -28,18 +28,24 @@
 //! 7. A broker restart or a cut connection is survived: the client reconnects and goes on.
 //!
 //! Where a backend truly cannot do something, it says so in its [`Capabilities`].
+//!
+//! Each backend is a folder whose `mod.rs` doc is its map. Beside them: `delivery.rs`
+//! (a [`Delivery`] and its settlement), `error.rs` ([`BrokerError`]) and `backoff.rs` (the
+//! backends' own reconnect and republish backoff).
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 pub use orderflow_events::{headers, Envelope};
 
+mod backoff;
 mod delivery;
 mod error;
 pub mod kafka;
 pub mod memory;
 pub mod rabbitmq;
 
+use backoff::retry_backoff;
 pub use delivery::{Deliveries, Delivery, Settle};
 pub use error::BrokerError;
 
@@ -174,11 +180,4 @@ pub async fn connect(url: &str) -> Result<Arc<dyn Broker>> {
             reason: "the scheme must be memory://, amqp:// or kafka://".into(),
         }),
     }
-}
-
-/// The backoff before retry number `attempt` (1-based): 100 ms doubling, capped at 10 s.
-/// Used by consumer loops; here so every service and test shares one policy.
-pub fn retry_backoff(attempt: u32) -> Duration {
-    let millis = 100u64.saturating_mul(1 << attempt.saturating_sub(1).min(10));
-    Duration::from_millis(millis.min(10_000))
 }

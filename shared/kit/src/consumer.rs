@@ -13,14 +13,18 @@
 //! - **Rate limit** (optional): handlers start at most `rate_per_s` times a second — the
 //!   knob that protects a slow downstream (the SMS gateway) while the queue absorbs the peak.
 //! - **Retry with backoff, then dead-letter**: a failing handler is retried with growing
-//!   delays; after `max_attempts` the message goes to `<group>.dlq` with the last error.
+//!   delays ([`RetryPolicy`]); after its `max_attempts` the message goes to `<group>.dlq`
+//!   with the last error.
 //!   A payload that cannot be decoded goes there at once: retrying it can never help.
+//!   A handler that panics counts as a failed attempt (watermill's `Recoverer`): it is
+//!   retried and dead-lettered like any other failure, and the loop goes on.
 //! - **Graceful stop**: when `shutdown` is cancelled the loop takes nothing new, lets
 //!   running handlers finish and ack, and returns; deliveries it had not started are
 //!   released and delivered again later.
 
 use std::{
     collections::{HashMap, HashSet, VecDeque},
+    panic::AssertUnwindSafe,
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc,
@@ -29,13 +33,14 @@ use std::{
 };
 
 use async_trait::async_trait;
+use futures::FutureExt;
 use orderflow_broker::{Deliveries, Delivery, Envelope};
 use orderflow_events::Event;
 use tokio::{sync::Mutex, task::JoinSet, time::Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::db::Db;
+use crate::{db::Db, retry::RetryPolicy};
 
 /// What a handler did with a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,8 +88,9 @@ pub struct ConsumerOptions {
     pub concurrency: usize,
     /// Handler starts per second, if limited.
     pub rate_per_s: Option<f64>,
-    /// Deliveries before a failing message is dead-lettered.
-    pub max_attempts: u32,
+    /// How a failing handler is retried: the backoff between deliveries, and after how many
+    /// deliveries the message is dead-lettered.
+    pub retry: RetryPolicy,
     /// Where duplicates and dead letters are counted persistently (for reconciliation).
     pub counters: Option<Db>,
 }
@@ -94,7 +100,7 @@ impl Default for ConsumerOptions {
         ConsumerOptions {
             concurrency: 16,
             rate_per_s: None,
-            max_attempts: 5,
+            retry: RetryPolicy::default(),
             counters: None,
         }
     }
@@ -155,15 +161,22 @@ pub async fn run(
     stats: Arc<ConsumerStats>,
     shutdown: CancellationToken,
 ) {
+    // One limiter for the whole loop, shared by its handler tasks: the rate is the
+    // loop's, not each task's.
     let limiter = options
         .rate_per_s
         .map(|rate| Arc::new(RateLimiter::new(rate)));
     let options = Arc::new(options);
+    // The handlers running now. Each task returns its message's key, so that when it
+    // finishes the loop knows which key became free.
     let mut running: JoinSet<String> = JoinSet::new();
     // Keys with a handler running, and deliveries waiting for their key to be free.
     let mut busy_keys: HashSet<String> = HashSet::new();
     let mut waiting: HashMap<String, VecDeque<Delivery>> = HashMap::new();
 
+    // Starts a handler task for `delivery`. The rate limit is waited for inside the task,
+    // so a slow limit holds up that task only, never the loop (which must go on noticing
+    // finished handlers and shutdown).
     let start = |running: &mut JoinSet<String>, delivery: Delivery| {
         let handler = handler.clone();
         let options = options.clone();
@@ -174,6 +187,7 @@ pub async fn run(
             if let Some(limiter) = limiter {
                 limiter.acquire().await;
             }
+            // Settles the delivery (ack, retry or dead-letter) before the task ends.
             handle_one(delivery, handler.as_ref(), &options, &stats).await;
             key
         });
@@ -181,12 +195,27 @@ pub async fn run(
 
     loop {
         tokio::select! {
+            // `biased` polls the arms in the order written instead of at random. Shutdown
+            // comes first, so once it is cancelled no new handler starts even while
+            // deliveries are ready; finished handlers come before new deliveries, so a
+            // freed slot and a freed key are accounted for before the next delivery is
+            // taken.
             biased;
+
+            // Stop taking work. What happens to the rest is below the loop.
             () = shutdown.cancelled() => break,
+
+            // A handler finished (the guard keeps this arm out of the race when nothing
+            // runs: `join_next` on an empty set would return `None` at once).
             Some(finished) = running.join_next(), if !running.is_empty() => {
+                // Every task returns its key: a handler's panic is caught inside the task
+                // (see `handle_one`). An `Err` would be a task aborted, which this loop
+                // never does.
                 let Ok(key) = finished else { continue };
                 match waiting.get_mut(&key).and_then(VecDeque::pop_front) {
-                    // The key stays busy: its next message starts now, in order.
+                    // The key stays busy: its next waiting message starts now, in publish
+                    // order, and holds the key as the finished one did. The key is freed
+                    // only when none of its messages waits.
                     Some(next) => start(&mut running, next),
                     None => {
                         waiting.remove(&key);
@@ -194,10 +223,18 @@ pub async fn run(
                     }
                 }
             }
+
+            // A new delivery, taken only while fewer than `concurrency` handlers run: a
+            // full loop leaves deliveries in the channel, and the broker's prefetch then
+            // stops sending more (back-pressure all the way up). `next` is cancel-safe: when
+            // another arm wins, no delivery is lost.
             delivery = deliveries.next(), if running.len() < options.concurrency => {
+                // `None`: the subscription ended (the broker handle was closed).
                 let Some(delivery) = delivery else { break };
                 let key = &delivery.envelope().key;
                 if busy_keys.contains(key) {
+                    // Per-key order: a handler of this key is running, so this one waits
+                    // its turn (behind any others of the key) instead of running beside it.
                     waiting.entry(key.clone()).or_default().push_back(delivery);
                 } else {
                     busy_keys.insert(key.clone());
@@ -206,9 +243,14 @@ pub async fn run(
             }
         }
     }
-    // Deliveries not started are dropped unsettled, so the broker hands them out again.
+    // Deliveries not started are dropped unsettled, so the broker hands them out again
+    // (to this service's next start, or to another consumer of the group now). Dropping
+    // `deliveries` stops the subscription, so nothing new arrives while the running
+    // handlers finish.
     drop(waiting);
     drop(deliveries);
+    // Graceful stop: the running handlers finish and settle what they hold before `run`
+    // returns, so a stop costs no redelivery of work already done.
     while running.join_next().await.is_some() {}
 }
 
@@ -235,7 +277,18 @@ async fn handle_one(
                 return;
             }
         };
-        match handler.handle(event, &envelope).await {
+        // A panic becomes a failed attempt, as if the handler had returned
+        // `HandlerError::Retry`: the delivery is retried and, its attempts used up,
+        // dead-lettered with the panic message. Left to unwind, it would drop the delivery
+        // unsettled (redelivered at once, to panic again) and lose its key's place in the
+        // loop. `AssertUnwindSafe`: after a panic this function uses only `envelope`,
+        // which the handler could only read; what the panic leaves in the handler's own
+        // state is the handler's concern, as it is after any error it returns.
+        let handled = AssertUnwindSafe(handler.handle(event, &envelope))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|panic| Err(HandlerError::Retry(panicked(panic.as_ref()))));
+        match handled {
             Ok(outcome) => {
                 match outcome {
                     Outcome::Done => stats.handled.fetch_add(1, Ordering::Relaxed),
@@ -250,8 +303,8 @@ async fn handle_one(
                     tracing::warn!(%error, "ack failed; the message will be redelivered and deduplicated");
                 }
             }
-            Err(HandlerError::Retry(error)) if delivery.attempt() < options.max_attempts => {
-                let delay = orderflow_broker::retry_backoff(delivery.attempt());
+            Err(HandlerError::Retry(error)) if delivery.attempt() < options.retry.max_attempts => {
+                let delay = options.retry.backoff(delivery.attempt());
                 tracing::warn!(error = format!("{error:#}"), ?delay, "handler failed: retrying");
                 stats.retried.fetch_add(1, Ordering::Relaxed);
                 if let Err(error) = delivery.retry(delay).await {
@@ -272,6 +325,16 @@ async fn handle_one(
     }
     .instrument(span)
     .await;
+}
+
+/// The error a handler's panic is turned into, with the panic's message.
+fn panicked(panic: &(dyn std::any::Any + Send)) -> anyhow::Error {
+    let message = panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)");
+    anyhow::anyhow!("the handler panicked: {message}")
 }
 
 async fn dead_letter(
@@ -298,5 +361,105 @@ async fn bump(options: &ConsumerOptions, name: &str) {
                 "could not persist counter"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use orderflow_broker::{headers, memory::MemoryBroker, Publisher, Subscriber, Subscription};
+    use orderflow_events::OrderPlaced;
+
+    use super::*;
+    use crate::wait;
+
+    /// Panics on the customer 13's orders, handles the others.
+    struct PanicsOnCustomer13;
+
+    #[async_trait]
+    impl Handler for PanicsOnCustomer13 {
+        async fn handle(&self, event: Event, _: &Envelope) -> Result<Outcome, HandlerError> {
+            match event {
+                Event::OrderPlaced(order) if order.user_id == 13 => panic!("customer 13"),
+                _ => Ok(Outcome::Done),
+            }
+        }
+    }
+
+    fn order(order_id: uuid::Uuid, user_id: u64) -> Envelope {
+        Event::OrderPlaced(OrderPlaced {
+            order_id,
+            user_id,
+            phone: "+8613800138000".into(),
+            items: Vec::new(),
+            total_cents: 0,
+            placed_at: chrono::Utc::now(),
+        })
+        .to_envelope()
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_is_retried_then_dead_lettered_and_its_key_goes_on() {
+        let broker = MemoryBroker::from_url(&format!(
+            "memory://consumer-panic-{}",
+            uuid::Uuid::now_v7().simple()
+        ))
+        .unwrap();
+        // Two messages of one key: the first panics, the second must still be handled.
+        let key = uuid::Uuid::now_v7();
+        let poisoned = order(key, 13);
+        let healthy = order(key, 1);
+        let subscription = Subscription::new("g", [poisoned.topic.clone()]);
+        let deliveries = broker.subscribe(subscription).await.unwrap();
+        let mut dead_letters = broker.subscribe_dead_letters("g").await.unwrap();
+        let options = ConsumerOptions {
+            retry: RetryPolicy {
+                max_attempts: 2,
+                initial: Duration::from_millis(1),
+                jitter: 0.0,
+                ..RetryPolicy::default()
+            },
+            ..ConsumerOptions::default()
+        };
+        let stats = Arc::new(ConsumerStats::default());
+        let shutdown = CancellationToken::new();
+        let consumer = tokio::spawn(run(
+            deliveries,
+            Arc::new(PanicsOnCustomer13),
+            options,
+            stats.clone(),
+            shutdown.clone(),
+        ));
+        broker
+            .publish_all(vec![poisoned.clone(), healthy])
+            .await
+            .unwrap();
+
+        let dead = dead_letters
+            .next_within(Duration::from_secs(10))
+            .await
+            .expect("the panicking message is dead-lettered");
+        assert_eq!(dead.envelope().id, poisoned.id);
+        let reason = dead
+            .envelope()
+            .header(headers::DEAD_LETTER_REASON)
+            .unwrap_or("");
+        assert!(
+            reason.contains("gave up after 2 attempts")
+                && reason.contains("the handler panicked: customer 13"),
+            "{reason}"
+        );
+        dead.ack().await.unwrap();
+        wait::until(
+            "the second message of the key to be handled",
+            Duration::from_secs(10),
+            Duration::from_millis(10),
+            || async { (stats.handled.load(Ordering::Relaxed) == 1).then_some(()) },
+        )
+        .await
+        .unwrap();
+        assert_eq!(stats.retried.load(Ordering::Relaxed), 1);
+        assert_eq!(stats.dead_lettered.load(Ordering::Relaxed), 1);
+        shutdown.cancel();
+        consumer.await.unwrap();
     }
 }

@@ -12,6 +12,7 @@
 //! | [`idempotency`] | "this message id was processed" in the same transaction as the effect |
 //! | [`outbox`] | events written in the business transaction, published by a relay after commit |
 //! | [`consumer`] | the consumer loop: bounded concurrency, per-key order, rate limit, retry with backoff, dead letters |
+//! | [`retry`] | the retry policy (exponential backoff, cap, jitter) and retrying a start-up step until a deadline |
 //! | [`http`] | `/healthz`, `/readyz` and serving a router until shutdown |
 //! | [`wait`], [`testenv`] | waiting on conditions with deadlines; finding brokers in tests |
 //! | `testkit` (feature) | one service per test: its own broker and database, HTTP and broker helpers |
@@ -22,6 +23,7 @@ pub mod db;
 pub mod http;
 pub mod idempotency;
 pub mod outbox;
+pub mod retry;
 pub mod service;
 pub mod shutdown;
 pub mod telemetry;

@@ -15,7 +15,10 @@ use sqlx::{Any, Row, Transaction};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::db::{Db, Dialect};
+use crate::{
+    db::{Db, Dialect},
+    retry::RetryPolicy,
+};
 
 /// Rows published per round trip.
 const BATCH: i64 = 500;
@@ -47,6 +50,9 @@ pub struct Relay {
     db: Db,
     broker: Arc<dyn Broker>,
     wake: Arc<Notify>,
+    /// The wait after a failed round; only its backoff is used, since the relay never
+    /// gives up on a committed row.
+    failure_backoff: RetryPolicy,
 }
 
 impl Relay {
@@ -56,6 +62,7 @@ impl Relay {
             db,
             broker,
             wake: Arc::new(Notify::new()),
+            failure_backoff: RetryPolicy::default(),
         }
     }
 
@@ -67,11 +74,17 @@ impl Relay {
 
     /// Publishes until `shutdown`, then publishes what is left once more and returns.
     pub async fn run(self, shutdown: CancellationToken) {
+        // Rounds that failed in a row; the backoff grows with it and a success resets it.
         let mut failures = 0u32;
         loop {
             match self.publish_pending().await {
+                // A full batch: more rows are probably waiting, so go again at once
+                // instead of waiting for a wake-up.
                 Ok(published) if published as i64 == BATCH => continue,
+                // Everything pending went out (or there was nothing): wait for news.
                 Ok(_) => failures = 0,
+                // The broker or the database failed. Rows not confirmed are still unsent
+                // (see `publish_pending`), so nothing is lost: back off, then try again.
                 Err(error) => {
                     failures += 1;
                     tracing::warn!(
@@ -81,17 +94,27 @@ impl Relay {
                 }
             }
             let pause = if failures == 0 {
-                // Polling is the safety net (another replica's rows, a missed wake-up).
+                // Polling is the safety net: `wake` only reaches the relay of this
+                // process, so rows committed by another replica sharing the database
+                // (docker-compose --scale), or by code that forgot to call `wake`, go
+                // out at the next poll at the latest.
                 Duration::from_millis(500)
             } else {
-                orderflow_broker::retry_backoff(failures)
+                self.failure_backoff.backoff(failures)
             };
             tokio::select! {
+                // A handler committed rows and called `wake`: publish them now. A
+                // `notify_one` sent while no one waited is kept, so a wake-up that
+                // arrives during a round is not lost; it starts the next round.
                 () = self.wake.notified() => {},
+                // The poll interval or the failure backoff has passed.
                 () = tokio::time::sleep(pause) => {},
+                // Stop waiting; the last round below still runs.
                 () = shutdown.cancelled() => break,
             }
         }
+        // One last round: the service stops its consumers before its relay, so this
+        // publishes the events their last handlers committed.
         if let Err(error) = self.publish_pending().await {
             tracing::warn!(
                 error = format!("{error:#}"),

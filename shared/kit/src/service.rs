@@ -23,6 +23,7 @@ use crate::{
     db::Db,
     http::{self, Readiness},
     outbox::Relay,
+    retry::{retry_start_up_step, RetryPolicy},
 };
 
 /// A started service: its database, broker, outbox relay and consumers.
@@ -60,7 +61,11 @@ impl Service {
         let listener = http::bind(config.http_addr).await?;
         let db = Db::connect(&config.database_url).await?;
         db.migrate(migrations).await?;
-        let broker = connect_with_retry(&config.broker_url, Duration::from_secs(60)).await?;
+        let broker =
+            retry_start_up_step("connecting to the broker", Duration::from_secs(60), || {
+                orderflow_broker::connect(&config.broker_url)
+            })
+            .await?;
         let relay = Relay::new(db.clone(), broker.clone());
         Ok(Service {
             config,
@@ -86,7 +91,10 @@ impl Service {
         ConsumerOptions {
             concurrency: self.config.concurrency,
             rate_per_s: None,
-            max_attempts: self.config.max_attempts,
+            retry: RetryPolicy {
+                max_attempts: self.config.max_attempts,
+                ..RetryPolicy::default()
+            },
             counters: Some(self.db.clone()),
         }
     }
@@ -165,23 +173,6 @@ impl Service {
         db.pool().close().await;
         tracing::info!(service = %name, "stopped");
         served
-    }
-}
-
-/// Connects to the broker, retrying with backoff until `patience` has passed.
-pub async fn connect_with_retry(url: &str, patience: Duration) -> anyhow::Result<Arc<dyn Broker>> {
-    let deadline = tokio::time::Instant::now() + patience;
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        match orderflow_broker::connect(url).await {
-            Ok(broker) => return Ok(broker),
-            Err(error) if tokio::time::Instant::now() < deadline => {
-                tracing::warn!(%error, attempt, "broker not reachable yet; retrying");
-                tokio::time::sleep(orderflow_broker::retry_backoff(attempt)).await;
-            }
-            Err(error) => return Err(error).context("connecting to the broker"),
-        }
     }
 }
 
