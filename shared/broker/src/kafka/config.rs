@@ -1,0 +1,100 @@
+//! How every librdkafka client of this backend is configured: the settings all share
+//! ([`base_config`], also the admin client's), the idempotent producer's and a group
+//! consumer's; and the `kafka://` URL they start from.
+
+use std::time::Duration;
+
+use rdkafka::config::ClientConfig;
+
+use crate::{BrokerError, Result};
+
+/// How long a consumer may leave a full channel untouched before it is taken for stuck
+/// and leaves its group (librdkafka's `max.poll.interval.ms`, default five minutes).
+pub const MAX_POLL_INTERVAL: Duration = Duration::from_secs(30);
+/// Timeout of one blocking metadata, offset or commit request.
+pub(super) const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Settings every client of this backend shares.
+pub(super) fn base_config(bootstrap: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", bootstrap)
+        .set("client.id", "orderflow")
+        // A restarted broker should be found again within a second, not after
+        // librdkafka's default backoff of up to 10 s.
+        .set("reconnect.backoff.ms", "50")
+        .set("reconnect.backoff.max.ms", "1000")
+        .set("log_level", "3");
+    config
+}
+
+pub(super) fn producer_config(bootstrap: &str) -> ClientConfig {
+    let mut config = base_config(bootstrap);
+    config
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        // The Java client's partitioner, so that producers in other languages put one
+        // key on the same partition as we do.
+        .set("partitioner", "murmur2_random")
+        .set("linger.ms", "5")
+        // A publish during an outage fails after this instead of librdkafka's 5 minutes;
+        // the caller publishes again (ids are stable, consumers deduplicate).
+        .set("message.timeout.ms", "30000");
+    config
+}
+
+pub(super) fn consumer_config(bootstrap: &str, group: &str) -> ClientConfig {
+    let mut config = base_config(bootstrap);
+    config
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "false")
+        // Small enough that a consumer that died without leaving the group is replaced
+        // quickly, heartbeats often enough that rebalances start promptly.
+        .set("session.timeout.ms", "10000")
+        .set("heartbeat.interval.ms", "1000")
+        .set(
+            "max.poll.interval.ms",
+            MAX_POLL_INTERVAL.as_millis().to_string(),
+        )
+        .set("fetch.wait.max.ms", "100");
+    config
+}
+
+/// `kafka://a:9092,b:9092/` → `a:9092,b:9092`.
+pub(super) fn parse_url(url: &str) -> Result<String> {
+    let invalid = |reason: &str| BrokerError::InvalidUrl {
+        url: url.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let rest = url
+        .strip_prefix("kafka://")
+        .ok_or_else(|| invalid("a Kafka URL starts with kafka://"))?;
+    let hosts = rest.split(['/', '?']).next().unwrap_or("");
+    if hosts.is_empty() {
+        return Err(invalid("no host:port after kafka://"));
+    }
+    for host in hosts.split(',') {
+        let port = host.rsplit_once(':').map(|(_, port)| port);
+        if port.and_then(|port| port.parse::<u16>().ok()).is_none() {
+            return Err(invalid(&format!("`{host}` is not host:port")));
+        }
+    }
+    Ok(hosts.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_name_the_bootstrap_servers() {
+        assert_eq!(parse_url("kafka://a:9092").unwrap(), "a:9092");
+        assert_eq!(parse_url("kafka://a:1,b:2/").unwrap(), "a:1,b:2");
+        assert!(parse_url("kafka://").is_err());
+        assert!(parse_url("kafka://host").is_err());
+        assert!(parse_url("amqp://a:1").is_err());
+    }
+}
