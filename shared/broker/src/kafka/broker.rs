@@ -19,7 +19,7 @@ use rdkafka::{
 use tokio::sync::watch;
 
 use super::{
-    config::{base_config, parse_url, producer_config, REQUEST_TIMEOUT},
+    config::{admin_config, parse_url, producer_config, REQUEST_TIMEOUT},
     consume::{start_consumer, subscribe_error},
     groups::{lag_of, position_new_group},
     watermarks::ProbeCallbacks,
@@ -95,7 +95,7 @@ impl KafkaBroker {
         let producer: FutureProducer = producer_config(&bootstrap)
             .create()
             .map_err(|error| connect_error(error.to_string()))?;
-        let admin: AdminClient<DefaultClientContext> = base_config(&bootstrap)
+        let admin: AdminClient<DefaultClientContext> = admin_config(&bootstrap)
             .create()
             .map_err(|error| connect_error(error.to_string()))?;
         // librdkafka connects lazily; ask for metadata once so that a wrong address fails

@@ -1,6 +1,9 @@
-//! How every librdkafka client of this backend is configured: the settings all share
-//! ([`base_config`], also the admin client's), the idempotent producer's and a group
-//! consumer's; and the `kafka://` URL they start from.
+//! How every librdkafka client of this backend is configured, and the `kafka://` URL the
+//! configurations start from. One builder per kind of client: [`producer_config`] (the
+//! idempotent producer), [`consumer_config`] (a member of a consumer group),
+//! [`admin_config`] (topic creation); and the watermark probe's, which only this backend
+//! uses. They are public so that the raw-rdkafka benchmark (`src/bench/raw_kafka.rs`)
+//! runs with exactly the settings the abstraction runs with.
 
 use std::time::Duration;
 
@@ -28,7 +31,9 @@ pub(super) fn base_config(bootstrap: &str) -> ClientConfig {
     config
 }
 
-pub(super) fn producer_config(bootstrap: &str) -> ClientConfig {
+/// The idempotent producer: `acks=all`, so a delivery report means every in-sync
+/// replica has the record, and no duplicates or reordering when librdkafka resends.
+pub fn producer_config(bootstrap: &str) -> ClientConfig {
     let mut config = base_config(bootstrap);
     config
         .set("enable.idempotence", "true")
@@ -43,7 +48,9 @@ pub(super) fn producer_config(bootstrap: &str) -> ClientConfig {
     config
 }
 
-pub(super) fn consumer_config(bootstrap: &str, group: &str) -> ClientConfig {
+/// A member of consumer group `group` that commits by hand: auto-commit and the automatic
+/// offset store are off, because only the application knows which records are settled.
+pub fn consumer_config(bootstrap: &str, group: &str) -> ClientConfig {
     let mut config = base_config(bootstrap);
     config
         .set("group.id", group)
@@ -63,8 +70,9 @@ pub(super) fn consumer_config(bootstrap: &str, group: &str) -> ClientConfig {
     config
 }
 
+/// The bootstrap servers of a Kafka URL, what the builders take:
 /// `kafka://a:9092,b:9092/` → `a:9092,b:9092`.
-pub(super) fn parse_url(url: &str) -> Result<String> {
+pub fn parse_url(url: &str) -> Result<String> {
     let invalid = |reason: &str| BrokerError::InvalidUrl {
         url: url.to_owned(),
         reason: reason.to_owned(),
@@ -83,6 +91,26 @@ pub(super) fn parse_url(url: &str) -> Result<String> {
         }
     }
     Ok(hosts.to_owned())
+}
+
+/// The admin client, which creates topics: the shared settings alone.
+pub fn admin_config(bootstrap: &str) -> ClientConfig {
+    base_config(bootstrap)
+}
+
+/// The watermark probe (`watermarks.rs`): a consumer that is assigned partitions by hand
+/// to read where they end.
+pub(super) fn probe_config(bootstrap: &str) -> ClientConfig {
+    let mut config = base_config(bootstrap);
+    config
+        // librdkafka refuses `assign` without a group id; this group never
+        // joins, subscribes or commits.
+        .set("group.id", "orderflow-watermark-probe")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .set("auto.offset.reset", "latest")
+        .set("fetch.wait.max.ms", "10");
+    config
 }
 
 #[cfg(test)]

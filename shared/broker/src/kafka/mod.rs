@@ -105,7 +105,7 @@
 
 mod broker;
 mod commit;
-mod config;
+pub mod config;
 mod consume;
 mod dead_letter;
 mod groups;

@@ -16,7 +16,7 @@ use rdkafka::{
 
 use super::{
     broker::{lock, Inner},
-    config::{base_config, REQUEST_TIMEOUT},
+    config::{probe_config, REQUEST_TIMEOUT},
     groups::Committed,
 };
 
@@ -43,17 +43,9 @@ impl Inner {
         let mut probe = lock(&self.probe);
         let probe = match &mut *probe {
             Some(probe) => probe,
-            empty => empty.insert(
-                base_config(&self.bootstrap)
-                    // librdkafka refuses `assign` without a group id; this group never
-                    // joins, subscribes or commits.
-                    .set("group.id", "orderflow-watermark-probe")
-                    .set("enable.auto.commit", "false")
-                    .set("enable.partition.eof", "true")
-                    .set("auto.offset.reset", "latest")
-                    .set("fetch.wait.max.ms", "10")
-                    .create_with_context(ProbeCallbacks)?,
-            ),
+            empty => {
+                empty.insert(probe_config(&self.bootstrap).create_with_context(ProbeCallbacks)?)
+            }
         };
         read(probe)
     }
