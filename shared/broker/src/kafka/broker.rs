@@ -44,20 +44,24 @@ pub struct KafkaBroker {
 pub(super) struct Inner {
     /// `host:port[,host:port]`.
     pub(super) bootstrap: String,
-    /// Replaced when librdkafka reports a fatal (unrecoverable) producer error.
+    /// Replaced when librdkafka reports a fatal (unrecoverable) producer error. A lock
+    /// that many can read at once: every publish clones the handle, only a replacement
+    /// writes.
     pub(super) producer: RwLock<FutureProducer>,
+    /// Creates topics (`topics.rs`).
     pub(super) admin: AdminClient<DefaultClientContext>,
     /// Topics known to exist (created by us or found to exist already).
     pub(super) topics: Mutex<HashSet<String>>,
     /// One non-subscribing consumer per group, to read and commit its offsets.
     pub(super) group_clients: Mutex<HashMap<String, Arc<BaseConsumer>>>,
     /// A consumer that never joins a group, used to read partition ends (see
-    /// [`partition_ends`]); the mutex also keeps two readers from reassigning it under
-    /// each other.
+    /// [`partition_ends`](super::watermarks::partition_ends)); the mutex also keeps two
+    /// readers from reassigning it under each other. Created on first use.
     pub(super) probe: Mutex<Option<BaseConsumer<ProbeCallbacks>>>,
     /// Set by [`Broker::close`]; consumers watch it and stop.
     pub(super) closing: watch::Sender<bool>,
-    /// Consumers started and not yet closed; [`Broker::close`] waits for none.
+    /// Consumers started and not yet closed; [`Broker::close`] waits for none. A watch,
+    /// so that it can wait for the count to reach zero.
     pub(super) consumers: watch::Sender<usize>,
 }
 

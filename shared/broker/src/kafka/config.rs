@@ -22,11 +22,13 @@ pub(super) fn base_config(bootstrap: &str) -> ClientConfig {
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", bootstrap)
+        // Names our connections in the broker's logs.
         .set("client.id", "orderflow")
         // A restarted broker should be found again within a second, not after
         // librdkafka's default backoff of up to 10 s.
         .set("reconnect.backoff.ms", "50")
         .set("reconnect.backoff.max.ms", "1000")
+        // librdkafka's own log: errors only (syslog level 3).
         .set("log_level", "3");
     config
 }
@@ -54,9 +56,14 @@ pub fn consumer_config(bootstrap: &str, group: &str) -> ClientConfig {
     let mut config = base_config(bootstrap);
     config
         .set("group.id", group)
+        // Commits come from the offset tracker only (`offsets.rs`): a record is done
+        // when it is settled, not when it has been read.
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
+        // A group with nothing committed starts at the beginning: redelivering beats
+        // losing. `declare` commits the current ends for a new group (`groups.rs`).
         .set("auto.offset.reset", "earliest")
+        // No end-of-partition events in the poll loop; it has no use for them.
         .set("enable.partition.eof", "false")
         // Small enough that a consumer that died without leaving the group is replaced
         // quickly, heartbeats often enough that rebalances start promptly.
@@ -66,6 +73,8 @@ pub fn consumer_config(bootstrap: &str, group: &str) -> ClientConfig {
             "max.poll.interval.ms",
             MAX_POLL_INTERVAL.as_millis().to_string(),
         )
+        // A fetch answers within 100 ms even when little has arrived: low latency
+        // rather than full fetches.
         .set("fetch.wait.max.ms", "100");
     config
 }
@@ -107,8 +116,10 @@ pub(super) fn probe_config(bootstrap: &str) -> ClientConfig {
         // joins, subscribes or commits.
         .set("group.id", "orderflow-watermark-probe")
         .set("enable.auto.commit", "false")
+        // The end-of-partition event is what the probe reads to the end for.
         .set("enable.partition.eof", "true")
         .set("auto.offset.reset", "latest")
+        // Its caller is blocked waiting: short fetches.
         .set("fetch.wait.max.ms", "10");
     config
 }

@@ -1,6 +1,12 @@
 //! One consumer per subscription: [`start_consumer`] joins the group and waits for the
 //! assignment, [`consume`] is the poll loop that forwards records into the channel of
 //! the [`Deliveries`] until it is told to stop.
+//!
+//! A record's way through: the poll loop takes it from librdkafka only once the channel
+//! has room, the offset tracker marks its offset in flight, and it goes into the channel
+//! as a [`Delivery`] whose settle handle (`settle.rs`) remembers where it came from. The
+//! application settles it whenever it likes; the committer (`commit.rs`) then commits the
+//! settled prefix of its partition.
 
 use std::sync::{atomic::AtomicBool, atomic::Ordering, Arc, Mutex};
 use std::time::Duration;
@@ -36,9 +42,15 @@ pub(super) fn subscribe_error(group: &str, detail: impl ToString) -> BrokerError
 
 /// What a consumer's task, its rebalance callbacks and its deliveries share.
 pub(super) struct Consumption {
+    /// The broker handle's state: the producer that writes dead letters, the count of
+    /// running consumers that `Broker::close` waits on.
     pub(super) inner: Arc<Inner>,
+    /// The consumer group, in every delivery and log line.
     pub(super) group: String,
+    /// Where this consumer's dead letters go: `<group>.dlq`.
     pub(super) dead_letter_topic: String,
+    /// A std mutex, not tokio's: it is held for a few map operations, never across an
+    /// await, and is also taken by librdkafka's callbacks, which cannot await.
     pub(super) tracker: Mutex<Tracker>,
     /// Weak, so that the channel closes (and `Deliveries::next` ends) once the consumer
     /// task stops, even while deliveries are still out.
@@ -67,6 +79,8 @@ pub(super) type GroupConsumer = StreamConsumer<ConsumerCallbacks>;
 
 /// Stops the consumer task when the [`Deliveries`] holding it is dropped.
 struct ConsumerGuard {
+    /// Never sent on: dropping it is the signal (`stopped.changed()` in the loop wakes
+    /// up with an error).
     _stop: watch::Sender<()>,
 }
 
@@ -81,6 +95,8 @@ pub(super) async fn start_consumer(
     if inner.is_closing() {
         return Err(BrokerError::Closed);
     }
+    // The channel's capacity is the prefetch: at most that many deliveries wait for the
+    // application before the loop stops taking records.
     let (sender, receiver) = mpsc::channel(usize::from(prefetch.max(1)));
     let (assignments, mut assigned) = watch::channel(0u64);
     let consumption = Arc::new(Consumption {
@@ -88,6 +104,7 @@ pub(super) async fn start_consumer(
         group: group.clone(),
         dead_letter_topic,
         tracker: Mutex::new(Tracker::default()),
+        // The loop keeps the only strong sender (see the field).
         sender: sender.downgrade(),
         settled: Notify::new(),
         assignments,
@@ -104,6 +121,7 @@ pub(super) async fn start_consumer(
         .subscribe(&topic_names)
         .map_err(|error| subscribe_error(&group, error))?;
     let (stop, stopped) = watch::channel(());
+    // Counted before the task starts, so that a `close` from now on waits for it.
     inner.consumers.send_modify(|running| *running += 1);
     tokio::spawn(consume(
         Arc::new(consumer),
@@ -114,7 +132,12 @@ pub(super) async fn start_consumer(
     ));
     let guard = ConsumerGuard { _stop: stop };
 
+    // The rebalance callback counts assignments (`rebalance.rs`). Until the first one,
+    // this consumer owns no partition, and what is published now would go to others.
+    // On an error below the guard is dropped, which stops the task again.
     let joined = tokio::time::timeout(ASSIGNMENT_TIMEOUT, async {
+        // `false`: the watch's sender went away with the task's state, before any
+        // assignment.
         assigned.wait_for(|count| *count > 0).await.is_ok()
     })
     .await;
@@ -151,6 +174,8 @@ async fn stop_requested(stopped: &mut watch::Receiver<()>, closing: &mut watch::
 /// was tried instead: a resumed partition is fetched from the middle of a record batch,
 /// which tansu 0.6's memory engine answers from the *next* batch, silently skipping
 /// records.
+///
+/// [`MAX_POLL_INTERVAL`]: super::MAX_POLL_INTERVAL
 async fn consume(
     consumer: Arc<GroupConsumer>,
     consumption: Arc<Consumption>,
@@ -158,13 +183,18 @@ async fn consume(
     mut stopped: watch::Receiver<()>,
     mut closing: watch::Receiver<bool>,
 ) {
+    // The committer runs beside this loop, so that commits wait neither for the next
+    // record nor for a free slot in the channel.
     let committer = tokio::spawn(commit_loop(consumer.clone(), consumption.clone()));
     loop {
         // Room in the channel first, so that a record taken from librdkafka is never
         // held while the consumer is told to stop.
         let permit = tokio::select! {
+            // Stop is checked first (`biased`), so a busy channel cannot starve it.
             biased;
+            // The Deliveries were dropped or the broker is closing: leave.
             _ = stop_requested(&mut stopped, &mut closing) => break,
+            // A free slot, or the receiver is gone (`Err`): nobody reads any more.
             permit = sender.reserve() => match permit {
                 Ok(permit) => permit,
                 Err(_) => break,
@@ -172,7 +202,10 @@ async fn consume(
         };
         let received = tokio::select! {
             biased;
+            // Told to stop while waiting for a record: the unused slot is given back.
             _ = stop_requested(&mut stopped, &mut closing) => break,
+            // The next record. Polling is also what runs librdkafka's callbacks for this
+            // consumer: rebalances (`rebalance.rs`) and commit results happen in here.
             received = consumer.recv() => received,
         };
         let message = match received {
@@ -183,6 +216,8 @@ async fn consume(
                 continue;
             }
         };
+        // In flight from now on: nothing at or past this offset is committed until the
+        // delivery is settled.
         let slot = lock(&consumption.tracker).receive(
             message.topic(),
             message.partition(),
@@ -195,6 +230,7 @@ async fn consume(
                     slot,
                     envelope: envelope.clone(),
                 };
+                // Into the reserved slot: this never waits.
                 permit.send(Delivery::new(
                     envelope,
                     consumption.group.clone(),
@@ -202,6 +238,9 @@ async fn consume(
                 ));
             }
             Err(reason) => {
+                // Not an envelope: no delivery for the application. A task of its own
+                // moves it to the dead-letter topic (retrying while the broker is away)
+                // and only then settles its offset, so the loop goes on meanwhile.
                 drop(permit);
                 tokio::spawn(dead_letter_record(
                     consumption.clone(),
@@ -215,7 +254,11 @@ async fn consume(
     // Whatever is still out goes back to the group with everything else unacked; it
     // must not be handed to this consumer again on the way out.
     consumption.stop();
+    // The last strong sender: the channel closes, and `Deliveries::next` ends once the
+    // application has taken what is still in it.
     drop(sender);
+    // The committer lets go of its handle on the consumer; the consumer closes (leaves
+    // the group) when the last handle is dropped, below.
     committer.abort();
     let _ = committer.await;
     // The last settled offsets, asynchronously: closing the consumer waits for
@@ -227,6 +270,8 @@ async fn consume(
         }
     }
     let consumers = consumption.inner.consumers.clone();
+    // Leaving the group can block for as long as the broker is away: on a thread of its
+    // own, which lowers the count `Broker::close` waits on when done.
     close_in_background(consumer, move || {
         consumers.send_modify(|running| *running = running.saturating_sub(1));
     });

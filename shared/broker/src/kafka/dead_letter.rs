@@ -18,6 +18,8 @@ use crate::headers;
 /// [`Subscriber::subscribe_dead_letters`] can hand it out like any dead letter: key and
 /// header values become UTF-8 (invalid bytes replaced), and a record without a usable
 /// `message-id` gets a fresh one. The payload is kept byte for byte.
+///
+/// [`Subscriber::subscribe_dead_letters`]: crate::Subscriber::subscribe_dead_letters
 fn dead_letter_form(record: &OwnedMessage, reason: &str, group: &str) -> (String, OwnedHeaders) {
     let ours = [
         headers::DEAD_LETTER_REASON,
@@ -90,6 +92,8 @@ pub(super) async fn dead_letter_record(
     let (key, record_headers) = dead_letter_form(&record, &reason, &consumption.group);
     let mut attempt = 0;
     loop {
+        // The partition went to another consumer meanwhile: that one gets the record
+        // again from the last commit and dead-letters it itself.
         if !lock(&consumption.tracker).is_current(&slot) {
             return;
         }

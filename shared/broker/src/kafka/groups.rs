@@ -146,6 +146,8 @@ pub(super) fn lag_of(inner: &Inner, group: &str, topics: &[String]) -> KafkaResu
             let Some(&(low, end)) = ends.get(&partition) else {
                 continue;
             };
+            // Nothing committed: the group would start at the low watermark. Records below
+            // it are gone (retention), so they are no backlog either.
             let from = committed.map_or(low, |committed| committed.max(low));
             lag += u64::try_from(end - from).unwrap_or(0);
         }

@@ -6,7 +6,7 @@
 //! | file | what it holds |
 //! | --- | --- |
 //! | `broker.rs` | [`KafkaBroker`]: connecting, the state the handle shares with its consumers, and the `Publisher` / `Subscriber` / `Broker` impls that hand over to the files below |
-//! | `config.rs` | the librdkafka settings of every client (producer, consumer, admin), and the `kafka://` URL |
+//! | `config.rs` | the librdkafka settings of every client (producer, consumer, admin; public, the raw benchmark uses them too), and the `kafka://` URL |
 //! | `produce.rs` | publishing: enqueue a batch, then await its delivery reports; replacing a fatally failed producer |
 //! | `wire.rs` | envelope ↔ record: key, payload and the `message-id` / `published-at` headers |
 //! | `topics.rs` | creating topics through the admin API, once per topic |
@@ -19,6 +19,9 @@
 //! | `settle.rs` | ack, in-process retry and dead letter of one delivery |
 //! | `dead_letter.rs` | a record that is not an envelope, moved to `<group>.dlq` |
 //!
+//! The path of a record, for a first reading: `consume.rs` (the poll loop) →
+//! `offsets.rs` (in flight until settled) → `settle.rs` (ack, retry, dead letter) →
+//! `commit.rs` (the settled prefix committed).
 //!
 //! ## How the contract maps onto Kafka
 //!

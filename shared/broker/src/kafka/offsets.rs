@@ -1,5 +1,22 @@
 //! The offset tracker: which offsets of each assigned partition are still in flight, and
 //! so how far the group may commit (only the contiguous settled prefix).
+//!
+//! Kafka keeps one number per group and partition, the committed offset, which means
+//! "everything before this is done, resume here". There is no ack for a single record.
+//! This consumer's deliveries are settled in any order, though (handlers run
+//! concurrently, a retry comes back later), so the tracker keeps the offsets delivered and
+//! not yet settled, and a partition's commit point is the lowest of them: below it,
+//! everything is settled without a gap. Say 10, 11, 12 and 13 were delivered and 11 and
+//! 12 are settled. 10 is a gap in front of them, so the point stays at 10: committing 13
+//! would tell the group that 10 is done, and a crash would lose it. If the consumer dies
+//! now, the group resumes at 10 and 11 and 12 come a second time; the envelope id lets
+//! consumers deduplicate them (at-least-once). Once 10 is settled, the point moves to 13
+//! at once. With nothing in flight, the point is one past the highest offset received.
+//!
+//! Each assignment of a partition to this consumer gets a new epoch, and a delivery
+//! carries the epoch it came in under (its [`Slot`]). Settling a delivery after its
+//! partition was revoked, even if the partition was assigned back since, changes nothing:
+//! the partition's next owner resumes from the last commit and delivers that record again.
 
 use std::{
     collections::{BTreeSet, HashMap},
@@ -12,21 +29,29 @@ use rdkafka::{Offset, TopicPartitionList};
 /// identifies one assignment of the partition to this consumer) and its offset.
 #[derive(Debug, Clone)]
 pub(super) struct Slot {
+    /// Shared with the partition's state, so a delivery costs no copy of the topic name.
     topic: Arc<str>,
     partition: i32,
     offset: i64,
+    /// The assignment the record came in under; a slot of an older one is stale.
     epoch: u64,
 }
 
 /// One assigned partition's bookkeeping.
 struct PartitionState {
+    /// Handed to every [`Slot`] and commit of this partition (a reference count, not a copy).
     topic: Arc<str>,
+    /// Which assignment of the partition this state belongs to.
     epoch: u64,
-    /// Offsets delivered and not settled yet.
+    /// Offsets delivered and not settled yet. Ordered, so that the lowest, the commit
+    /// point, is `first()`.
     in_flight: BTreeSet<i64>,
-    /// One past the highest offset received (-1 before the first record).
+    /// One past the highest offset received (-1 before the first record: a commit point
+    /// of -1 never beats `committed`, so nothing is committed before anything arrived).
     next: i64,
-    /// The offset last committed (or being committed); -1 when unknown.
+    /// The offset last committed (or being committed), so that only partitions whose
+    /// point moved are committed again; -1 when unknown, which makes the next
+    /// [`Tracker::due`] commit the partition whatever its point.
     committed: i64,
 }
 
@@ -40,11 +65,16 @@ impl PartitionState {
 /// The in-flight offsets of every partition assigned to one consumer.
 #[derive(Default)]
 pub(super) struct Tracker {
+    /// topic → partition → state, for the partitions assigned right now.
     partitions: HashMap<String, HashMap<i32, PartitionState>>,
+    /// Assignments counted so far: the source of fresh epochs, never reused.
     epochs: u64,
 }
 
 impl Tracker {
+    /// Starts fresh state, under a new epoch, for each newly assigned partition. A
+    /// partition assigned back after a revoke starts over too: whatever was in flight
+    /// under the old epoch is its group's to redeliver.
     pub(super) fn assign(&mut self, partitions: &TopicPartitionList) {
         for element in partitions.elements() {
             self.epochs += 1;
@@ -62,7 +92,8 @@ impl Tracker {
         }
     }
 
-    /// Forgets revoked partitions, returning what is settled in them but not committed.
+    /// Forgets revoked partitions, returning what is settled in them but not committed
+    /// (the last chance to commit it while the partitions are still ours).
     pub(super) fn revoke(&mut self, partitions: &TopicPartitionList) -> Vec<(Arc<str>, i32, i64)> {
         let mut due = Vec::new();
         for element in partitions.elements() {
@@ -79,6 +110,7 @@ impl Tracker {
         due
     }
 
+    /// A record arrived from the poll loop: it is in flight until settled.
     pub(super) fn receive(&mut self, topic: &str, partition: i32, offset: i64) -> Slot {
         let partitions = self.partitions.entry(topic.to_owned()).or_default();
         let epochs = &mut self.epochs;
@@ -104,6 +136,8 @@ impl Tracker {
         }
     }
 
+    /// The state the slot belongs to, if its partition is still assigned under the same
+    /// epoch.
     fn state(&mut self, slot: &Slot) -> Option<&mut PartitionState> {
         self.partitions
             .get_mut(&*slot.topic)?
@@ -119,6 +153,7 @@ impl Tracker {
     /// Marks a record settled; false when its partition has been revoked since.
     pub(super) fn settle(&mut self, slot: &Slot) -> bool {
         match self.state(slot) {
+            // The gap closes; the commit point moves if this was the lowest offset.
             Some(state) => state.in_flight.remove(&slot.offset),
             None => false,
         }
@@ -130,6 +165,9 @@ impl Tracker {
         for (partition, state) in self.partitions.values_mut().flatten() {
             let point = state.commit_point();
             if point > state.committed {
+                // Recorded as committed when handed out, not when the broker confirms:
+                // commits are asynchronous, and a failure comes back through
+                // `commit_failed`.
                 state.committed = point;
                 due.push((state.topic.clone(), *partition, point));
             }
@@ -147,6 +185,7 @@ impl Tracker {
             else {
                 continue;
             };
+            // Only if nothing newer went out since: a later commit covers this one.
             if Offset::Offset(state.committed) == element.offset() {
                 state.committed = -1;
             }
@@ -154,6 +193,7 @@ impl Tracker {
     }
 }
 
+/// The commit points of [`Tracker::due`] or [`Tracker::revoke`] as librdkafka takes them.
 pub(super) fn offsets_list(due: &[(Arc<str>, i32, i64)]) -> TopicPartitionList {
     let mut list = TopicPartitionList::with_capacity(due.len());
     for (topic, partition, offset) in due {

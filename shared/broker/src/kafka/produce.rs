@@ -61,6 +61,8 @@ impl Inner {
         loop {
             match producer.send_result(record) {
                 Ok(delivery) => return Ok(delivery),
+                // librdkafka's local queue is full: give it a moment to hand records to
+                // the broker, then offer the same record (handed back with the error) again.
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned))
                     if tokio::time::Instant::now() < deadline =>
                 {
@@ -97,7 +99,11 @@ impl Inner {
             publish_error(topic.unwrap_or(""), detail)
         })?;
 
+        // One producer handle for the whole batch: on failure, the one whose fatal
+        // error `replace_producer_if_fatal` looks for.
         let producer = self.producer();
+        // First enqueue everything: librdkafka batches the records on the wire (linger.ms)
+        // while we go on. Ordering per key holds because one key maps to one partition.
         let mut reports = Vec::with_capacity(envelopes.len());
         for envelope in envelopes {
             let topic = topic.unwrap_or(envelope.topic.as_str());
@@ -109,6 +115,8 @@ impl Inner {
                 }
             }
         }
+        // Then await every delivery report, also after a failure, so that no record of
+        // the batch is still on its way when the caller hears of the error.
         let mut first_error = None;
         for (topic, report) in reports {
             let outcome = match report.await {

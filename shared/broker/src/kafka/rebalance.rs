@@ -1,5 +1,9 @@
 //! The group consumer's librdkafka callbacks: they keep the offset tracker in step with
 //! the partitions assigned to and revoked from the consumer, and with failed commits.
+//!
+//! librdkafka calls them from inside a poll of the consumer, that is, from the poll loop's
+//! `consumer.recv()` (`consume.rs`): a rebalance of the group waits until this consumer
+//! is polled again, and a callback must not block, or the loop stops with it.
 
 use std::sync::Arc;
 
@@ -13,6 +17,7 @@ use super::{broker::lock, consume::Consumption, offsets::offsets_list};
 
 /// The consumer's librdkafka context: keeps the tracker in step with rebalances.
 pub(super) struct ConsumerCallbacks {
+    /// The state the consumer task and its deliveries share, tracker included.
     pub(super) consumption: Arc<Consumption>,
 }
 
@@ -45,11 +50,14 @@ impl ConsumerContext for ConsumerCallbacks {
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(partitions) => {
+                // Fresh state, under new epochs, for the partitions now ours; then wake
+                // `start_consumer`, which waits for the first assignment.
                 lock(&self.consumption.tracker).assign(partitions);
                 self.consumption
                     .assignments
                     .send_modify(|count| *count += 1);
             }
+            // Already forgotten and committed in `pre_rebalance`.
             Rebalance::Revoke(_) => {}
             Rebalance::Error(error) => {
                 tracing::warn!(group = %self.consumption.group, %error, "kafka rebalance error")
@@ -57,8 +65,11 @@ impl ConsumerContext for ConsumerCallbacks {
         }
     }
 
+    /// The broker's answer to an asynchronous commit, whichever place made it.
     fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
         if let Err(error) = result {
+            // Mark the points uncommitted and wake the committer: it commits them again
+            // (or whatever the points have moved on to by then).
             tracing::debug!(group = %self.consumption.group, %error, "offset commit failed; will retry");
             lock(&self.consumption.tracker).commit_failed(offsets);
             self.consumption.settled.notify_one();

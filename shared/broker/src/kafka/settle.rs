@@ -2,6 +2,10 @@
 //! (and an abandoned delivery) hands the envelope back to this consumer's channel after
 //! the delay, its offset still uncommitted; a dead letter is produced to `<group>.dlq`
 //! before the original counts as settled.
+//!
+//! A retried delivery keeps the [`Slot`] of the record it came from. So its offset stays
+//! in flight, and the partition's commit point cannot pass it, until the copy is acked or
+//! dead-lettered: if the consumer dies before that, the group gets the original again.
 
 use std::{
     sync::{atomic::Ordering, Arc},
@@ -32,6 +36,9 @@ impl Consumption {
             slot,
             envelope: envelope.clone(),
         };
+        // Waits for room in the channel like any delivery. An error means the channel
+        // closed meanwhile: the delivery is dropped with the error, and its `abandon`
+        // stops at the closed channel above.
         let _ = sender
             .send(Delivery::new(
                 envelope,
@@ -53,6 +60,8 @@ impl Consumption {
             return;
         };
         let consumption = self.clone();
+        // A task per redelivery, so that the handler that asked for a retry is not held
+        // up for the delay.
         runtime.spawn(async move {
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
@@ -64,7 +73,9 @@ impl Consumption {
 
 /// Settles one Kafka delivery.
 pub(super) struct KafkaSettle {
+    /// The consumer the record came from: retries go back into its channel.
     pub(super) consumption: Arc<Consumption>,
+    /// Where the record's offset sits in the tracker: what an ack settles.
     pub(super) slot: Slot,
     /// Kept for `abandon`, which gets no envelope.
     pub(super) envelope: Envelope,
@@ -73,11 +84,15 @@ pub(super) struct KafkaSettle {
 #[async_trait]
 impl Settle for KafkaSettle {
     async fn ack(self: Box<Self>) -> Result<()> {
+        // The offset leaves the in-flight set and the committer is woken; nothing goes to
+        // the broker from here.
         self.consumption.settle(&self.slot);
         Ok(())
     }
 
     async fn retry(self: Box<Self>, envelope: Envelope, delay: Duration) -> Result<()> {
+        // In process, not produced again: a copy on the topic would reach every other
+        // group subscribed to it as well.
         self.consumption.redeliver_later(envelope, self.slot, delay);
         Ok(())
     }
@@ -90,6 +105,8 @@ impl Settle for KafkaSettle {
             .produce(Some(topic), std::slice::from_ref(&envelope))
             .await
         {
+            // The copy is on the dead-letter topic (`acks=all`), so the original may go.
+            // A crash between the two dead-letters it twice, never zero times.
             Ok(()) => {
                 self.consumption.settle(&self.slot);
                 Ok(())

@@ -38,6 +38,7 @@ impl Inner {
         }
         let new_topics: Vec<NewTopic<'_>> = missing
             .iter()
+            // Replication -1: the broker's default replication factor.
             .map(|topic| NewTopic::new(topic, PARTITIONS, TopicReplication::Fixed(-1)))
             .collect();
         let options = AdminOptions::new().operation_timeout(Some(REQUEST_TIMEOUT));
@@ -49,6 +50,7 @@ impl Inner {
         let mut known = lock(&self.topics);
         for result in results {
             match result {
+                // Created by someone else first (another handle, another process): as good.
                 Ok(topic) | Err((topic, RDKafkaErrorCode::TopicAlreadyExists)) => {
                     known.insert(topic);
                 }

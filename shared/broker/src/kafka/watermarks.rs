@@ -71,6 +71,8 @@ pub(super) fn partition_ends(
     let mut starts = TopicPartitionList::new();
     for &(partition, floor) in partitions {
         let (low, listed) = probe.fetch_watermarks(topic, partition, REQUEST_TIMEOUT)?;
+        // `listed - 1`: on Kafka the last record; on tansu the first record of the last
+        // batch, so that the fetch starts at a batch boundary.
         let from = (listed - 1).max(low).max(floor.unwrap_or(0)).max(0);
         ends.insert(partition, (low, from));
         starts.add_partition_offset(topic, partition, Offset::Offset(from))?;
