@@ -12,8 +12,9 @@
 //! abstraction: a `message-id` header to deduplicate on and the `published-at` header
 //! (`docs/events.md`). Headers and ids are built before the clock starts, like the
 //! abstraction's envelopes, so the ratio printed is the abstraction's own cost. The
-//! client settings are the abstraction's, spelled out here so that this file depends on
-//! rdkafka only.
+//! client settings come from the abstraction's own builders
+//! ([`orderflow_broker::kafka::config`]), so both pipelines run with the same ones; only
+//! the client id differs. Everything else here is rdkafka alone.
 
 use std::{
     collections::HashMap,
@@ -22,6 +23,10 @@ use std::{
 };
 
 use anyhow::Context;
+use orderflow_broker::kafka::{
+    config::{admin_config, consumer_config, parse_url, producer_config},
+    COMMIT_INTERVAL, PARTITIONS,
+};
 use rdkafka::{
     admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
     client::DefaultClientContext,
@@ -34,24 +39,24 @@ use tokio::sync::Notify;
 
 use super::{per_second, Rates, BATCH, KEYS};
 
-/// How often at most the consumer commits (the abstraction's `COMMIT_INTERVAL`).
-const COMMIT_INTERVAL: Duration = Duration::from_millis(50);
 const TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Publishes then consumes `messages` messages of `payload_bytes` through the raw client.
 pub async fn run(url: &str, messages: usize, payload_bytes: usize) -> anyhow::Result<Rates> {
-    let bootstrap = url
-        .strip_prefix("kafka://")
-        .with_context(|| format!("{url} is not a kafka:// URL"))?
-        .trim_end_matches('/');
+    let bootstrap = parse_url(url)?;
+    let bootstrap = bootstrap.as_str();
     let run = uuid::Uuid::now_v7().simple().to_string();
     let topic = format!("bench-raw-{run}");
 
-    let admin: AdminClient<DefaultClientContext> = client_config(bootstrap).create()?;
+    let admin: AdminClient<DefaultClientContext> = raw_client(admin_config(bootstrap)).create()?;
     let options = AdminOptions::new().operation_timeout(Some(TIMEOUT));
     for result in admin
         .create_topics(
-            &[NewTopic::new(&topic, 3, TopicReplication::Fixed(-1))],
+            &[NewTopic::new(
+                &topic,
+                PARTITIONS,
+                TopicReplication::Fixed(-1),
+            )],
             &options,
         )
         .await?
@@ -59,13 +64,7 @@ pub async fn run(url: &str, messages: usize, payload_bytes: usize) -> anyhow::Re
         result.map_err(|(topic, code)| anyhow::anyhow!("creating {topic}: {code}"))?;
     }
 
-    let producer: FutureProducer = client_config(bootstrap)
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("partitioner", "murmur2_random")
-        .set("linger.ms", "5")
-        .set("message.timeout.ms", "30000")
-        .create()?;
+    let producer: FutureProducer = raw_client(producer_config(bootstrap)).create()?;
 
     // The abstraction's producer is connected (and the topic known to it) before its
     // clock starts; give this one the same head start.
@@ -131,16 +130,9 @@ pub async fn run(url: &str, messages: usize, payload_bytes: usize) -> anyhow::Re
     let publish_seconds = started.elapsed().as_secs_f64();
 
     let assigned = Arc::new(Notify::new());
-    let consumer: StreamConsumer<Assignments> = client_config(bootstrap)
-        .set("group.id", format!("bench-raw-{run}"))
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("enable.partition.eof", "false")
-        .set("session.timeout.ms", "10000")
-        .set("heartbeat.interval.ms", "1000")
-        .set("fetch.wait.max.ms", "100")
-        .create_with_context(Assignments(assigned.clone()))?;
+    let consumer: StreamConsumer<Assignments> =
+        raw_client(consumer_config(bootstrap, &format!("bench-raw-{run}")))
+            .create_with_context(Assignments(assigned.clone()))?;
     consumer.subscribe(&[&topic])?;
     // Like the abstraction's `subscribe`, start the clock once the group is joined.
     let mut first = None;
@@ -185,14 +177,10 @@ pub async fn run(url: &str, messages: usize, payload_bytes: usize) -> anyhow::Re
     })
 }
 
-fn client_config(bootstrap: &str) -> ClientConfig {
-    let mut config = ClientConfig::new();
-    config
-        .set("bootstrap.servers", bootstrap)
-        .set("client.id", "orderflow-bench-raw")
-        .set("reconnect.backoff.ms", "50")
-        .set("reconnect.backoff.max.ms", "1000")
-        .set("log_level", "3");
+/// The abstraction's settings for a client, under a client id of this pipeline's own so
+/// that the broker's logs tell the two pipelines apart.
+fn raw_client(mut config: ClientConfig) -> ClientConfig {
+    config.set("client.id", "orderflow-bench-raw");
     config
 }
 
