@@ -39,10 +39,12 @@ impl PaymentOutcomes {
 impl Handler for PaymentOutcomes {
     async fn handle(&self, event: Event, envelope: &Envelope) -> Result<Outcome, HandlerError> {
         let (order_id, new_status, charged_cents) = match &event {
-            Event::PaymentSucceeded(paid) => (paid.order_id, status::PAID, paid.amount_cents),
-            Event::PaymentFailed(failed) => {
-                (failed.order_id, status::PAYMENT_FAILED, failed.amount_cents)
-            }
+            Event::PaymentSucceeded(paid) => (paid.order_id, status::PAID, paid.amount_cents.get()),
+            Event::PaymentFailed(failed) => (
+                failed.order_id,
+                status::PAYMENT_FAILED,
+                failed.amount_cents.get(),
+            ),
             _ => return Ok(Outcome::Ignored),
         };
         let db = &self.db;

@@ -13,7 +13,10 @@
 //! ```
 
 use chrono::{SecondsFormat, Utc};
-use orderflow_events::{Event, LineItem, OrderPlaced};
+use orderflow_events::{
+    domain::{Cents, Quantity, Sku},
+    Event, LineItem, OrderPlaced,
+};
 use orderflow_kit::{db::Db, outbox};
 use serde::Serialize;
 use sqlx::{Any, AnyConnection, Row, Transaction};
@@ -159,9 +162,9 @@ pub async fn place(
          VALUES ($1, $2, $3, $4, $5, $6, $6, $7, $8)",
     ))
     .bind(order_id.to_string())
-    .bind(i64::try_from(order.user_id).map_err(anyhow::Error::from)?)
-    .bind(&order.phone)
-    .bind(order.total_cents)
+    .bind(order.user_id.as_i64())
+    .bind(order.phone.as_str())
+    .bind(order.total_cents.get())
     .bind(status::PLACED)
     .bind(&placed_at_text)
     .bind(idempotency_key)
@@ -191,9 +194,9 @@ pub async fn place(
         ))
         .bind(order_id.to_string())
         .bind(i64::try_from(line_no).map_err(anyhow::Error::from)?)
-        .bind(&item.sku)
-        .bind(i64::from(item.quantity))
-        .bind(item.unit_price_cents)
+        .bind(item.sku.as_str())
+        .bind(i64::from(item.quantity.get()))
+        .bind(item.unit_price_cents.get())
         .execute(&mut *transaction)
         .await?;
     }
@@ -220,9 +223,9 @@ pub async fn place(
     transaction.commit().await?;
     Ok(Placed::Created(OrderView {
         order_id,
-        user_id: order.user_id,
+        user_id: order.user_id.get(),
         status: status::PLACED.to_owned(),
-        total_cents: order.total_cents,
+        total_cents: order.total_cents.get(),
         items: order.items.clone(),
         placed_at: placed_at_text.clone(),
         history: vec![HistoryEntry {
@@ -321,9 +324,9 @@ async fn find_on(
     .into_iter()
     .map(|row| {
         Ok(LineItem {
-            sku: row.try_get("sku")?,
-            quantity: u32::try_from(row.try_get::<i64, _>("quantity")?)?,
-            unit_price_cents: row.try_get("unit_price_cents")?,
+            sku: Sku::parse(row.try_get::<String, _>("sku")?)?,
+            quantity: Quantity::parse(row.try_get("quantity")?)?,
+            unit_price_cents: Cents::parse(row.try_get("unit_price_cents")?)?,
         })
     })
     .collect::<anyhow::Result<Vec<_>>>()?;

@@ -5,7 +5,14 @@
 //! refused before anything is stored, so a bad request can never leave half an order or a
 //! stray event behind.
 //!
-//! The rules, in the order they are checked:
+//! This file owns the *request's* shape: size, content type, JSON syntax, which fields
+//! exist, how many items, and the order total (a rule about the lines together). What one
+//! value may be — a user id, a phone, a SKU, a quantity, a price — is the business of the
+//! [`orderflow_events::domain`] types the request is deserialized into, the same types
+//! every consumer decodes events with. So the API cannot accept an order the payment
+//! service would refuse, and the rules are written once.
+//!
+//! The rules:
 //!
 //! | problem | status | `field` |
 //! | --- | --- | --- |
@@ -13,18 +20,21 @@
 //! | `Content-Type` not JSON | 415 | — |
 //! | not JSON at all (syntax, truncated, trailing data, empty) | 400 | — |
 //! | a field missing, unknown, or of the wrong type | 422 | the JSON path, e.g. `items[1].quantity` |
-//! | `user_id` not in 1..=2⁶³−1 | 422 | `user_id` |
-//! | `phone` not 6–15 digits with an optional leading `+` | 422 | `phone` |
+//! | `user_id` not in 1..=2⁶³−1 ([`UserId`]) | 422 | `user_id` |
+//! | `phone` not 6–15 digits with an optional leading `+` ([`Phone`]) | 422 | `phone` |
 //! | no items, or more than [`MAX_ITEMS`] | 422 | `items` |
-//! | `sku` empty, longer than [`MAX_SKU_CHARS`] or with control characters | 422 | `items[i].sku` |
-//! | `quantity` not in 1..=[`MAX_QUANTITY`] | 422 | `items[i].quantity` |
-//! | `unit_price_cents` negative | 422 | `items[i].unit_price_cents` |
-//! | the order total above [`MAX_TOTAL_CENTS`] (or overflowing) | 422 | `items` |
+//! | `sku` empty, longer than [`MAX_SKU_CHARS`], or with control, invisible or bidi-control characters ([`Sku`]) | 422 | `items[i].sku` |
+//! | `quantity` not in 1..=[`MAX_QUANTITY`] ([`Quantity`]) | 422 | `items[i].quantity` |
+//! | `unit_price_cents` negative ([`Cents`]) | 422 | `items[i].unit_price_cents` |
+//! | the order total zero, above [`MAX_TOTAL_CENTS`] or overflowing ([`TotalCents`]) | 422 | `items` |
 //! | `Idempotency-Key` header empty, too long or not visible ASCII | 400 | `Idempotency-Key` |
 //! | order id in a path not a UUID | 400 | `order_id` |
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
-use orderflow_events::LineItem;
+use orderflow_events::{
+    domain::{Cents, Phone, Quantity, Sku, TotalCents, UserId},
+    LineItem,
+};
 use orderflow_kit::http::ApiError;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -33,18 +43,17 @@ use uuid::Uuid;
 /// over; anything bigger is a mistake or an attack, refused before it is parsed.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
-/// The largest order total, in cents (1,000,000.00). Far above any real basket of the
-/// demo shop, far below where `i64` arithmetic downstream (points, payment) could overflow.
-pub const MAX_TOTAL_CENTS: i64 = 100_000_000;
+/// The largest order total, in cents (1,000,000.00): [`TotalCents::MAX`].
+pub const MAX_TOTAL_CENTS: i64 = TotalCents::MAX;
 
 /// The most lines one order may have.
 pub const MAX_ITEMS: usize = 100;
 
-/// The most units of one line.
-pub const MAX_QUANTITY: i64 = 10_000;
+/// The most units of one line: [`Quantity::MAX`].
+pub const MAX_QUANTITY: i64 = Quantity::MAX as i64;
 
-/// The longest SKU, in characters.
-pub const MAX_SKU_CHARS: usize = 64;
+/// The longest SKU, in characters: [`Sku::MAX_CHARS`].
+pub const MAX_SKU_CHARS: usize = Sku::MAX_CHARS;
 
 /// The longest `Idempotency-Key`, in bytes (a UUID is 36).
 pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 255;
@@ -53,36 +62,37 @@ pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 255;
 pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
 
 /// `POST /orders` as sent. Unknown fields are refused: a misspelt `quantty` must not
-/// silently become an order without a quantity.
+/// silently become an order without a quantity. Each value is deserialized straight into
+/// its domain type, so a bad one fails here with the type's rule and its JSON path.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct OrderRequest {
-    user_id: u64,
-    phone: String,
+    user_id: UserId,
+    phone: Phone,
     items: Vec<ItemRequest>,
 }
 
-/// One line as sent. `quantity` is signed here so that `0` and `-1` are refused with
-/// "must be at least 1" rather than a type error about unsigned integers.
+/// One line as sent: a [`LineItem`] that refuses unknown fields. (The event's `LineItem`
+/// does not, so that a newer producer may add a field without breaking older consumers.)
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ItemRequest {
-    sku: String,
-    quantity: i64,
-    unit_price_cents: i64,
+    sku: Sku,
+    quantity: Quantity,
+    unit_price_cents: Cents,
 }
 
 /// A request that passed every rule: safe to store and publish.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct NewOrder {
     /// The customer.
-    pub user_id: u64,
+    pub user_id: UserId,
     /// Digits with an optional leading `+`.
-    pub phone: String,
-    /// At least one line.
+    pub phone: Phone,
+    /// At least one line, at most [`MAX_ITEMS`].
     pub items: Vec<LineItem>,
-    /// Sum of quantity × unit price, at most [`MAX_TOTAL_CENTS`].
-    pub total_cents: i64,
+    /// Sum of quantity × unit price: at least 1 cent, at most [`MAX_TOTAL_CENTS`].
+    pub total_cents: TotalCents,
 }
 
 impl NewOrder {
@@ -255,16 +265,8 @@ fn backticked_after<'a>(message: &'a str, prefix: &str) -> Option<&'a str> {
     message.strip_prefix(prefix)?.split('`').next()
 }
 
-/// The rules serde cannot express.
+/// The rules about the lines together, which no single value's type can know.
 fn check(request: OrderRequest) -> Result<NewOrder, ValidationError> {
-    // Stored as BIGINT: ids past i64::MAX would not round-trip through the database.
-    if request.user_id == 0 || i64::try_from(request.user_id).is_err() {
-        return Err(ValidationError::invalid(
-            "user_id",
-            format!("must be between 1 and {}", i64::MAX),
-        ));
-    }
-    check_phone(&request.phone)?;
     if request.items.is_empty() {
         return Err(ValidationError::invalid(
             "items",
@@ -277,56 +279,32 @@ fn check(request: OrderRequest) -> Result<NewOrder, ValidationError> {
             format!("an order has at most {MAX_ITEMS} items"),
         ));
     }
-    let mut items = Vec::with_capacity(request.items.len());
-    let mut total_cents: i64 = 0;
-    for (index, item) in request.items.into_iter().enumerate() {
-        let field = |name: &str| format!("items[{index}].{name}");
-        let sku = item.sku.trim();
-        if sku.is_empty() {
-            return Err(ValidationError::invalid(field("sku"), "must not be empty"));
-        }
-        if sku.chars().count() > MAX_SKU_CHARS {
-            return Err(ValidationError::invalid(
-                field("sku"),
-                format!("must be at most {MAX_SKU_CHARS} characters"),
-            ));
-        }
-        if sku.chars().any(char::is_control) {
-            return Err(ValidationError::invalid(
-                field("sku"),
-                "must not contain control characters",
-            ));
-        }
-        if !(1..=MAX_QUANTITY).contains(&item.quantity) {
-            return Err(ValidationError::invalid(
-                field("quantity"),
-                format!("must be between 1 and {MAX_QUANTITY}"),
-            ));
-        }
-        if item.unit_price_cents < 0 {
-            return Err(ValidationError::invalid(
-                field("unit_price_cents"),
-                "must not be negative",
-            ));
-        }
-        // Checked arithmetic: a wrapped total would be a cheap order for an expensive basket.
-        total_cents = item
-            .unit_price_cents
-            .checked_mul(item.quantity)
-            .and_then(|line_total| total_cents.checked_add(line_total))
-            .filter(|total| *total <= MAX_TOTAL_CENTS)
-            .ok_or_else(|| {
-                ValidationError::invalid(
-                    "items",
-                    format!("the order total exceeds the limit of {MAX_TOTAL_CENTS} cents"),
-                )
-            })?;
-        items.push(LineItem {
-            sku: sku.to_owned(),
-            quantity: u32::try_from(item.quantity).expect("checked against MAX_QUANTITY above"),
+    let items: Vec<LineItem> = request
+        .items
+        .into_iter()
+        .map(|item| LineItem {
+            sku: item.sku,
+            quantity: item.quantity,
             unit_price_cents: item.unit_price_cents,
-        });
-    }
+        })
+        .collect();
+    // Checked arithmetic: a wrapped total would be a cheap order for an expensive basket.
+    let sum = items.iter().try_fold(0_i64, |total, item| {
+        item.line_total()
+            .and_then(|line_total| total.checked_add(line_total))
+    });
+    let sum = sum.ok_or_else(too_large_total)?;
+    let total_cents = TotalCents::parse(sum).map_err(|_| {
+        if sum < 1 {
+            // Every line free: the order could never be paid, so it is not accepted.
+            ValidationError::invalid(
+                "items",
+                "the order total must be at least 1 cent: an order of free items cannot be paid",
+            )
+        } else {
+            too_large_total()
+        }
+    })?;
     Ok(NewOrder {
         user_id: request.user_id,
         phone: request.phone,
@@ -335,18 +313,12 @@ fn check(request: OrderRequest) -> Result<NewOrder, ValidationError> {
     })
 }
 
-/// 6–15 digits (E.164 allows at most 15) with an optional leading `+`; nothing else, so
-/// the SMS gateway is never handed spaces, dashes or letters.
-fn check_phone(phone: &str) -> Result<(), ValidationError> {
-    let digits = phone.strip_prefix('+').unwrap_or(phone);
-    if (6..=15).contains(&digits.len()) && digits.bytes().all(|byte| byte.is_ascii_digit()) {
-        Ok(())
-    } else {
-        Err(ValidationError::invalid(
-            "phone",
-            "must be 6 to 15 digits with an optional leading +, e.g. +8613800138000",
-        ))
-    }
+/// The order total is over [`MAX_TOTAL_CENTS`], or so large it overflowed `i64`.
+fn too_large_total() -> ValidationError {
+    ValidationError::invalid(
+        "items",
+        format!("the order total exceeds the limit of {MAX_TOTAL_CENTS} cents"),
+    )
 }
 
 /// The `Idempotency-Key` header, if sent: 1–255 visible ASCII characters.
@@ -415,10 +387,11 @@ mod tests {
     #[test]
     fn a_valid_order_is_totalled() {
         let order = parse(&valid()).unwrap();
-        assert_eq!(order.total_cents, 2 * 1_990 + 4_500);
+        assert_eq!(order.total_cents.get(), 2 * 1_990 + 4_500);
         assert_eq!(order.items.len(), 2);
-        assert_eq!(order.items[0].quantity, 2);
-        assert_eq!(order.phone, "+8613800138000");
+        assert_eq!(order.items[0].quantity.get(), 2);
+        assert_eq!(order.items[1].sku.as_str(), "teapot");
+        assert_eq!(order.phone.as_str(), "+8613800138000");
     }
 
     #[test]
@@ -507,7 +480,16 @@ mod tests {
 
         let mut body = valid();
         body["items"][0]["unit_price_cents"] = 0.into();
-        assert_eq!(parse(&body).unwrap().total_cents, 4_500);
+        assert_eq!(parse(&body).unwrap().total_cents.get(), 4_500);
+    }
+
+    #[test]
+    fn a_zero_total_is_refused_because_it_could_never_be_paid() {
+        let mut body = valid();
+        body["items"][0]["unit_price_cents"] = 0.into();
+        body["items"][1]["unit_price_cents"] = 0.into();
+        let error = refused(body, StatusCode::UNPROCESSABLE_ENTITY, "items");
+        assert!(error.message.contains("at least 1 cent"), "{error}");
     }
 
     #[test]
@@ -515,7 +497,7 @@ mod tests {
         // Exactly at the cap is fine.
         let mut body = valid();
         body["items"] = serde_json::json!([{"sku": "gold", "quantity": 1, "unit_price_cents": MAX_TOTAL_CENTS}]);
-        assert_eq!(parse(&body).unwrap().total_cents, MAX_TOTAL_CENTS);
+        assert_eq!(parse(&body).unwrap().total_cents.get(), MAX_TOTAL_CENTS);
         // One cent over, spread over lines.
         body["items"] = serde_json::json!([
             {"sku": "gold", "quantity": 1, "unit_price_cents": MAX_TOTAL_CENTS},
@@ -565,9 +547,24 @@ mod tests {
         let mut body = valid();
         body["items"][0]["sku"] = "x".repeat(MAX_SKU_CHARS + 1).into();
         refused(body, StatusCode::UNPROCESSABLE_ENTITY, "items[0].sku");
+        for hidden in [
+            "tea\u{200B}pot",
+            "tea\u{202E}gk5",
+            "\u{FEFF}tea",
+            "tea\u{0007}",
+        ] {
+            let mut body = valid();
+            body["items"][1]["sku"] = hidden.into();
+            let error = refused(body, StatusCode::UNPROCESSABLE_ENTITY, "items[1].sku");
+            assert!(error.message.contains("bidi-control"), "{error}");
+        }
+        let mut body = valid();
+        body["items"][0]["sku"] = "  padded  ".into();
+        assert_eq!(parse(&body).unwrap().items[0].sku.as_str(), "padded");
         let mut body = valid();
         body["user_id"] = 0.into();
-        refused(body, StatusCode::UNPROCESSABLE_ENTITY, "user_id");
+        let error = refused(body, StatusCode::UNPROCESSABLE_ENTITY, "user_id");
+        assert!(error.message.contains("between 1 and"), "{error}");
         let mut body = valid();
         body["user_id"] = u64::MAX.into();
         refused(body, StatusCode::UNPROCESSABLE_ENTITY, "user_id");

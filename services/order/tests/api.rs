@@ -9,7 +9,10 @@
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use orderflow_broker::{Broker, Deliveries, Subscription};
-use orderflow_events::{topics, Event, PaymentFailed, PaymentSucceeded};
+use orderflow_events::{
+    domain::{Phone, TotalCents, UserId},
+    topics, Event, PaymentFailed, PaymentSucceeded,
+};
 use orderflow_kit::{config::ServiceConfig, shutdown::CancellationToken, wait};
 use orderflow_order::{config::OrderConfig, startup::Application, validation};
 use reqwest::StatusCode;
@@ -321,8 +324,8 @@ async fn a_valid_order_is_placed_once_per_idempotency_key(harness: &Harness) {
         1,
         "exactly one OrderPlaced per order: {seen:?}"
     );
-    assert_eq!(for_order[0].total_cents, 8_480);
-    assert_eq!(for_order[0].user_id, 42);
+    assert_eq!(for_order[0].total_cents.get(), 8_480);
+    assert_eq!(for_order[0].user_id.get(), 42);
     assert_eq!(for_order[0].items.len(), 2);
     assert_eq!(
         seen.iter()
@@ -541,9 +544,9 @@ async fn payment_outcomes_move_the_order_once(harness: &Harness) {
     let succeeded = Event::PaymentSucceeded(PaymentSucceeded {
         order_id: paid_id,
         payment_id: Uuid::now_v7(),
-        user_id: 5,
-        phone: "+8613800138000".into(),
-        amount_cents: 8_480,
+        user_id: UserId::parse(5).unwrap(),
+        phone: Phone::parse("+8613800138000").unwrap(),
+        amount_cents: TotalCents::parse(8_480).unwrap(),
         paid_at: chrono::Utc::now(),
     })
     .to_envelope();
@@ -552,8 +555,8 @@ async fn payment_outcomes_move_the_order_once(harness: &Harness) {
     harness.broker.publish(succeeded).await.unwrap();
     let failed = Event::PaymentFailed(PaymentFailed {
         order_id: declined_id,
-        user_id: 6,
-        amount_cents: 8_480,
+        user_id: UserId::parse(6).unwrap(),
+        amount_cents: TotalCents::parse(8_480).unwrap(),
         reason: "card declined".into(),
         failed_at: chrono::Utc::now(),
     })

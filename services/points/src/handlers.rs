@@ -12,6 +12,10 @@
 //! (same envelope id: the claim catches it) and the payment service publishing a second
 //! message about the same order (new envelope id: the ledger's unique `order_id` catches it).
 //! Points are awarded once per *order*, not once per message.
+//!
+//! The amount and the user id need no checking here: they are
+//! [`orderflow_events::domain`] types, so a negative amount or an id out of range fails
+//! decoding and is dead-lettered by the consumer loop before this handler runs.
 
 use std::sync::Arc;
 
@@ -55,25 +59,11 @@ impl PaymentSucceededHandler {
         payment: &PaymentSucceeded,
         envelope: &Envelope,
     ) -> Result<Outcome, HandlerError> {
-        if payment.amount_cents < 0 {
-            return Err(HandlerError::Reject(anyhow!(
-                "payment for order {} has a negative amount ({} cents)",
-                payment.order_id,
-                payment.amount_cents
-            )));
-        }
-        let user_id = i64::try_from(payment.user_id).map_err(|_| {
-            HandlerError::Reject(anyhow!(
-                "payment for order {}: user id {} is out of range",
-                payment.order_id,
-                payment.user_id
-            ))
-        })?;
         let award = Award {
             order_id: payment.order_id,
-            user_id,
-            points: points_for(payment.amount_cents),
-            amount_cents: payment.amount_cents,
+            user_id: payment.user_id.as_i64(),
+            points: points_for(payment.amount_cents.get()),
+            amount_cents: payment.amount_cents.get(),
             message_id: envelope.id,
             awarded_at: Utc::now(),
         };

@@ -19,6 +19,10 @@
 //! gateway, an SMS gateway has no idempotency key to close that window, so the guarantee
 //! at the gateway is "at least once", while the service's record — and `sms.sent` — hold
 //! exactly one text per order.
+//!
+//! The phone needs no checking here: it is a [`orderflow_events::domain::Phone`], so a
+//! payment event with an empty or malformed number fails decoding and is dead-lettered by
+//! the consumer loop before this handler runs.
 
 use std::sync::Arc;
 
@@ -43,8 +47,8 @@ pub fn paid_text(payment: &PaymentSucceeded) -> String {
     format!(
         "Your order {} is paid: {}.{:02} yuan. Thank you!",
         payment.order_id,
-        payment.amount_cents / 100,
-        payment.amount_cents % 100
+        payment.amount_cents.get() / 100,
+        payment.amount_cents.get() % 100
     )
 }
 
@@ -74,14 +78,6 @@ impl PaymentSucceededHandler {
         payment: &PaymentSucceeded,
         envelope: &Envelope,
     ) -> Result<Outcome, HandlerError> {
-        if payment.phone.trim().is_empty() || payment.amount_cents < 0 {
-            return Err(HandlerError::Reject(anyhow!(
-                "payment for order {} has no phone to text or a negative amount ({:?}, {} cents)",
-                payment.order_id,
-                payment.phone,
-                payment.amount_cents
-            )));
-        }
         let db = &self.db;
         // A redelivery of a texted order costs one read, not a second text.
         if store::exists(db, payment.order_id).await? {
@@ -90,12 +86,12 @@ impl PaymentSucceededHandler {
         let text = paid_text(payment);
         let sent_at = self
             .gateway
-            .send(&payment.phone, &text)
+            .send(payment.phone.as_str(), &text)
             .await
             .map_err(|error| HandlerError::Retry(error.into()))?;
         let record = SmsRecord {
             order_id: payment.order_id,
-            phone: payment.phone.clone(),
+            phone: payment.phone.to_string(),
             text: text.clone(),
             instance: self.instance.clone(),
             message_id: envelope.id,

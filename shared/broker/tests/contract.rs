@@ -310,7 +310,7 @@ mod cases {
             .with_header(headers::EVENT_TYPE, "OrderPlaced");
         let good_event = Event::PointsAwarded(orderflow_events::PointsAwarded {
             order_id: Uuid::now_v7(),
-            user_id: 7,
+            user_id: orderflow_events::domain::UserId::parse(7).unwrap(),
             points: 12,
             awarded_at: chrono::Utc::now(),
         });

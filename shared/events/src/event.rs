@@ -10,12 +10,19 @@
 //! consumer can refuse what it does not understand with a precise [`DecodeError`] instead
 //! of guessing. Events carry the state their consumers need (the payment events repeat the
 //! user, phone and total), so no consumer has to call back the service that published them.
+//!
+//! The fields are [`crate::domain`] types, so decoding checks every value as well as the
+//! shape: `"quantity": 0` is a [`DecodeError::InvalidField`] with the field's path
+//! (`items[0].quantity`), not an `OrderPlaced` a handler would have to re-check.
 
 use chrono::{DateTime, Utc};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::{headers, topics, Envelope};
+use crate::{
+    domain::{Cents, Phone, Quantity, Sku, TotalCents, UserId},
+    headers, topics, Envelope,
+};
 
 /// The schema version this build writes and reads.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -24,11 +31,18 @@ pub const SCHEMA_VERSION: u32 = 1;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LineItem {
     /// Stock-keeping unit, e.g. `"tea-500g"`.
-    pub sku: String,
+    pub sku: Sku,
     /// How many units; at least 1.
-    pub quantity: u32,
+    pub quantity: Quantity,
     /// Price of one unit in cents (fen): integers, never floating-point money.
-    pub unit_price_cents: i64,
+    pub unit_price_cents: Cents,
+}
+
+impl LineItem {
+    /// Quantity × unit price, or `None` if that overflows `i64`.
+    pub fn line_total(&self) -> Option<i64> {
+        self.unit_price_cents.times(self.quantity)
+    }
 }
 
 /// An order was accepted. Published by the order service through its outbox.
@@ -37,13 +51,13 @@ pub struct OrderPlaced {
     /// The order id, also the message key and correlation id of the whole flow.
     pub order_id: Uuid,
     /// The customer.
-    pub user_id: u64,
+    pub user_id: UserId,
     /// Where the "your order is paid" SMS goes, E.164 (`+8613800138000`).
-    pub phone: String,
+    pub phone: Phone,
     /// What was ordered.
     pub items: Vec<LineItem>,
-    /// Sum of quantity × unit price over the items, in cents.
-    pub total_cents: i64,
+    /// Sum of quantity × unit price over the items, in cents; at least 1.
+    pub total_cents: TotalCents,
     /// When the order service accepted the order.
     pub placed_at: DateTime<Utc>,
 }
@@ -56,11 +70,11 @@ pub struct PaymentSucceeded {
     /// The payment's own id, as the gateway returned it.
     pub payment_id: Uuid,
     /// The customer (carried so the points service needs no call to the order service).
-    pub user_id: u64,
+    pub user_id: UserId,
     /// The customer's phone (carried for the SMS service).
-    pub phone: String,
+    pub phone: Phone,
     /// The amount charged, in cents.
-    pub amount_cents: i64,
+    pub amount_cents: TotalCents,
     /// When the gateway confirmed the charge.
     pub paid_at: DateTime<Utc>,
 }
@@ -71,9 +85,9 @@ pub struct PaymentFailed {
     /// The order that was not paid.
     pub order_id: Uuid,
     /// The customer.
-    pub user_id: u64,
+    pub user_id: UserId,
     /// The amount that was attempted, in cents.
-    pub amount_cents: i64,
+    pub amount_cents: TotalCents,
     /// Why, in words a support person can read (e.g. `"card declined"`).
     pub reason: String,
     /// When the gateway answered.
@@ -86,7 +100,7 @@ pub struct PointsAwarded {
     /// The paid order the points are for (points are awarded once per order).
     pub order_id: Uuid,
     /// Whose balance grew.
-    pub user_id: u64,
+    pub user_id: UserId,
     /// How many points: one per whole yuan (100 cents) paid.
     pub points: i64,
     /// When the ledger row was written.
@@ -99,7 +113,7 @@ pub struct SmsSent {
     /// The order the text is about.
     pub order_id: Uuid,
     /// Where it went.
-    pub phone: String,
+    pub phone: Phone,
     /// What it said.
     pub text: String,
     /// When the gateway accepted it.
@@ -186,15 +200,20 @@ pub enum DecodeError {
     MissingField {
         /// Which event (or `"envelope"`).
         event: String,
-        /// Which field.
+        /// The field's path inside the event's `data`, e.g. `items[0].quantity`.
         field: String,
     },
-    /// A field is present but holds the wrong kind of value.
-    #[error("invalid value in {event}: {detail}")]
+    /// A field is present but holds the wrong kind of value, or a value its
+    /// [`crate::domain`] type refuses.
+    #[error("invalid value in {event} at `{field}`: {detail}")]
     InvalidField {
         /// Which event (or `"envelope"`).
         event: String,
-        /// serde's account of the problem, including the field where it knows it.
+        /// The field's path inside the event's `data`, e.g. `items[0].quantity`; `data`
+        /// when `data` itself is not an object.
+        field: String,
+        /// What is wrong: the domain type's rule (`quantity must be between 1 and
+        /// 10000`) or serde's account of a wrong JSON type.
         detail: String,
     },
     /// `type` names no event this build knows.
@@ -281,7 +300,8 @@ impl Event {
             other => {
                 return Err(DecodeError::InvalidField {
                     event: "envelope".into(),
-                    detail: format!("`type` must be a string, found {}", json_kind(other)),
+                    field: "type".into(),
+                    detail: format!("must be a string, found {}", json_kind(other)),
                 })
             }
         };
@@ -293,7 +313,8 @@ impl Event {
             .as_u64()
             .ok_or_else(|| DecodeError::InvalidField {
                 event: "envelope".into(),
-                detail: "`version` must be a non-negative integer".into(),
+                field: "version".into(),
+                detail: "must be a non-negative integer".into(),
             })?;
         if version != u64::from(SCHEMA_VERSION) {
             return Err(DecodeError::UnsupportedVersion {
@@ -341,20 +362,30 @@ fn decode_data<T: DeserializeOwned>(
     kind: EventKind,
     data: serde_json::Value,
 ) -> Result<T, DecodeError> {
-    serde_json::from_value(data).map_err(|error| {
-        let message = error.to_string();
-        // serde reports an absent field as "missing field `name`": lift the name out so the
-        // error is structured rather than a sentence to grep.
+    // serde_path_to_error records where in `data` the failure happened (`items[1].quantity`);
+    // plain serde_json would only say what went wrong, which is useless in an order of
+    // twenty lines.
+    serde_path_to_error::deserialize(data).map_err(|error| {
+        let path = error.path().to_string();
+        let message = error.into_inner().to_string();
+        let inside = |name: &str| match path.as_str() {
+            "." => name.to_owned(),
+            parent => format!("{parent}.{name}"),
+        };
+        // serde reports an absent field as "missing field `name`" at the path of the
+        // object it is missing from: lift the name out so the error is structured rather
+        // than a sentence to grep.
         match message
             .strip_prefix("missing field `")
             .and_then(|rest| rest.split('`').next())
         {
             Some(field) => DecodeError::MissingField {
                 event: kind.name().into(),
-                field: field.into(),
+                field: inside(field),
             },
             None => DecodeError::InvalidField {
                 event: kind.name().into(),
+                field: if path == "." { "data".into() } else { path },
                 detail: message,
             },
         }
@@ -376,17 +407,29 @@ fn json_kind(value: &serde_json::Value) -> &'static str {
 mod tests {
     use super::*;
 
+    fn user() -> UserId {
+        UserId::parse(42).unwrap()
+    }
+
+    fn phone() -> Phone {
+        Phone::parse("+8613800138000").unwrap()
+    }
+
+    fn amount() -> TotalCents {
+        TotalCents::parse(7_100).unwrap()
+    }
+
     fn order() -> OrderPlaced {
         OrderPlaced {
             order_id: Uuid::now_v7(),
-            user_id: 42,
-            phone: "+8613800138000".into(),
+            user_id: user(),
+            phone: phone(),
             items: vec![LineItem {
-                sku: "tea-500g".into(),
-                quantity: 2,
-                unit_price_cents: 3_550,
+                sku: Sku::parse("tea-500g").unwrap(),
+                quantity: Quantity::parse(2).unwrap(),
+                unit_price_cents: Cents::parse(3_550).unwrap(),
             }],
-            total_cents: 7_100,
+            total_cents: amount(),
             placed_at: Utc::now(),
         }
     }
@@ -400,21 +443,21 @@ mod tests {
             Event::PaymentSucceeded(PaymentSucceeded {
                 order_id: order.order_id,
                 payment_id: Uuid::now_v7(),
-                user_id: 42,
+                user_id: user(),
                 phone: order.phone.clone(),
-                amount_cents: 7_100,
+                amount_cents: amount(),
                 paid_at: now,
             }),
             Event::PaymentFailed(PaymentFailed {
                 order_id: order.order_id,
-                user_id: 42,
-                amount_cents: 7_100,
+                user_id: user(),
+                amount_cents: amount(),
                 reason: "card declined".into(),
                 failed_at: now,
             }),
             Event::PointsAwarded(PointsAwarded {
                 order_id: order.order_id,
-                user_id: 42,
+                user_id: user(),
                 points: 71,
                 awarded_at: now,
             }),
@@ -488,7 +531,108 @@ mod tests {
         json["data"]["user_id"] = "forty-two".into();
         let error = Event::decode(json.to_string().as_bytes()).unwrap_err();
         assert!(
-            matches!(&error, DecodeError::InvalidField { event, .. } if event == "OrderPlaced"),
+            matches!(&error, DecodeError::InvalidField { event, field, .. } if event == "OrderPlaced" && field == "phone"),
+            "{error}"
+        );
+        json["data"]["phone"] = "+8613800138000".into();
+        json["data"]["user_id"] = "forty-two".into();
+        let error = Event::decode(json.to_string().as_bytes()).unwrap_err();
+        assert!(
+            matches!(&error, DecodeError::InvalidField { event, field, .. } if event == "OrderPlaced" && field == "user_id"),
+            "{error}"
+        );
+        json["data"]["user_id"] = 42.into();
+        json["data"]["items"][0]
+            .as_object_mut()
+            .unwrap()
+            .remove("sku");
+        assert_eq!(
+            Event::decode(json.to_string().as_bytes()),
+            Err(DecodeError::MissingField {
+                event: "OrderPlaced".into(),
+                field: "items[0].sku".into()
+            })
+        );
+    }
+
+    /// Replaces one value inside an encoded event's `data`, as a producer with other rules
+    /// (or a bug) might have written it.
+    fn with_data(event: &Event, edit: impl FnOnce(&mut serde_json::Value)) -> Vec<u8> {
+        let mut json: serde_json::Value = serde_json::from_slice(&event.encode()).unwrap();
+        edit(&mut json["data"]);
+        json.to_string().into_bytes()
+    }
+
+    #[test]
+    fn a_value_breaking_a_domain_rule_fails_decoding_with_its_path() {
+        let placed = Event::OrderPlaced(order());
+        let cases: [(&str, serde_json::Value, &str); 7] = [
+            ("items[0].quantity", 0.into(), "quantity must be between 1"),
+            (
+                "items[0].sku",
+                "tea\u{202e}pot".into(),
+                "sku must not contain",
+            ),
+            (
+                "items[0].unit_price_cents",
+                (-1).into(),
+                "unit_price_cents must not be negative",
+            ),
+            (
+                "total_cents",
+                0.into(),
+                "total_cents must be at least 1 cent",
+            ),
+            ("user_id", 0.into(), "user_id must be between 1"),
+            ("user_id", (-7).into(), "user_id must be between 1"),
+            ("phone", "call me".into(), "phone must be 6 to 15 digits"),
+        ];
+        for (path, value, rule) in cases {
+            let payload = with_data(&placed, |data| {
+                let slot = match path.split_once('.') {
+                    Some((_, name)) => &mut data["items"][0][name],
+                    None => &mut data[path],
+                };
+                *slot = value;
+            });
+            let error = Event::decode(&payload).unwrap_err();
+            match &error {
+                DecodeError::InvalidField {
+                    event,
+                    field,
+                    detail,
+                } => {
+                    assert_eq!(event, "OrderPlaced");
+                    assert_eq!(field, path, "{error}");
+                    assert!(detail.starts_with(rule), "{path}: {error}");
+                }
+                other => panic!("{path}: expected InvalidField, got {other:?}"),
+            }
+            assert!(
+                error.to_string().contains(path),
+                "the message names the field: {error}"
+            );
+        }
+
+        let paid = Event::PaymentSucceeded(PaymentSucceeded {
+            order_id: Uuid::now_v7(),
+            payment_id: Uuid::now_v7(),
+            user_id: user(),
+            phone: phone(),
+            amount_cents: amount(),
+            paid_at: Utc::now(),
+        });
+        let error = Event::decode(&with_data(&paid, |data| {
+            data["amount_cents"] = (-100).into()
+        }))
+        .unwrap_err();
+        assert!(
+            matches!(&error, DecodeError::InvalidField { field, .. } if field == "amount_cents"),
+            "{error}"
+        );
+        let error = Event::decode(&with_data(&paid, |data| data["phone"] = "".into())).unwrap_err();
+        assert!(
+            matches!(&error, DecodeError::InvalidField { field, .. } if field == "phone"),
             "{error}"
         );
     }

@@ -8,11 +8,16 @@
 //! - the order-flow events (`event.rs`) — [`OrderPlaced`], [`PaymentSucceeded`],
 //!   [`PaymentFailed`], [`PointsAwarded`], [`SmsSent`] — and [`Event`], the enum that
 //!   encodes them into a payload and decodes them back with a typed [`DecodeError`].
+//! - [`domain`] — the values events are made of ([`domain::UserId`], [`domain::Phone`],
+//!   [`domain::Sku`], [`domain::Quantity`], [`domain::Cents`], [`domain::TotalCents`]), one
+//!   file each, every one checked by `parse` and by decoding: a bad value never gets past
+//!   [`Event::decode`].
 //! - [`topics`] and [`headers`] — the names on the wire, as constants, so no service
 //!   spells a topic or a header by hand.
 //!
 //! The wire format is written down for other languages in `docs/events.md`.
 
+pub mod domain;
 mod envelope;
 mod event;
 

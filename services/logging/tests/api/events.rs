@@ -3,6 +3,7 @@
 use chrono::{Duration, Utc};
 use orderflow_broker::Envelope;
 use orderflow_events::{
+    domain::{Cents, Phone, Quantity, Sku, TotalCents, UserId},
     headers, topics, Event, LineItem, OrderPlaced, PaymentSucceeded, PointsAwarded, SmsSent,
 };
 use uuid::Uuid;
@@ -15,33 +16,33 @@ fn journey(order_id: Uuid) -> Vec<Envelope> {
     let events = [
         Event::OrderPlaced(OrderPlaced {
             order_id,
-            user_id: 7,
-            phone: "+8613800138000".into(),
+            user_id: UserId::parse(7).unwrap(),
+            phone: Phone::parse("+8613800138000").unwrap(),
             items: vec![LineItem {
-                sku: "tea-500g".into(),
-                quantity: 2,
-                unit_price_cents: 500,
+                sku: Sku::parse("tea-500g").unwrap(),
+                quantity: Quantity::parse(2).unwrap(),
+                unit_price_cents: Cents::parse(500).unwrap(),
             }],
-            total_cents: 1_000,
+            total_cents: TotalCents::parse(1_000).unwrap(),
             placed_at: now,
         }),
         Event::PaymentSucceeded(PaymentSucceeded {
             order_id,
             payment_id: Uuid::now_v7(),
-            user_id: 7,
-            phone: "+8613800138000".into(),
-            amount_cents: 1_000,
+            user_id: UserId::parse(7).unwrap(),
+            phone: Phone::parse("+8613800138000").unwrap(),
+            amount_cents: TotalCents::parse(1_000).unwrap(),
             paid_at: now,
         }),
         Event::PointsAwarded(PointsAwarded {
             order_id,
-            user_id: 7,
+            user_id: UserId::parse(7).unwrap(),
             points: 10,
             awarded_at: now,
         }),
         Event::SmsSent(SmsSent {
             order_id,
-            phone: "+8613800138000".into(),
+            phone: Phone::parse("+8613800138000").unwrap(),
             text: "paid".into(),
             sent_at: now,
         }),

@@ -6,3 +6,4 @@
 
 mod helpers;
 mod payments;
+mod poison;

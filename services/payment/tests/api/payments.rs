@@ -1,22 +1,25 @@
 //! One payment per order, however often `order.placed` arrives; declines published with
 //! their reason.
 
-use orderflow_events::{headers, topics, Event, LineItem, OrderPlaced};
+use orderflow_events::{
+    domain::{Cents, Phone, Quantity, Sku, TotalCents, UserId},
+    headers, topics, Event, LineItem, OrderPlaced,
+};
 use uuid::Uuid;
 
 use crate::helpers::{drain, spawn_app, Store, TestApp};
 
-fn order(total_cents: i64) -> OrderPlaced {
+pub(crate) fn order(total_cents: i64) -> OrderPlaced {
     OrderPlaced {
         order_id: Uuid::now_v7(),
-        user_id: 7,
-        phone: "+8613800138000".into(),
+        user_id: UserId::parse(7).unwrap(),
+        phone: Phone::parse("+8613800138000").unwrap(),
         items: vec![LineItem {
-            sku: "tea-500g".into(),
-            quantity: 1,
-            unit_price_cents: total_cents,
+            sku: Sku::parse("tea-500g").unwrap(),
+            quantity: Quantity::parse(1).unwrap(),
+            unit_price_cents: Cents::parse(total_cents).unwrap(),
         }],
-        total_cents,
+        total_cents: TotalCents::parse(total_cents).unwrap(),
         placed_at: chrono::Utc::now(),
     }
 }
@@ -78,7 +81,7 @@ async fn pays_once_however_often_the_order_arrives(store: Store) {
         panic!("expected PaymentSucceeded: {:?}", events[0]);
     };
     assert_eq!(paid.order_id, order.order_id);
-    assert_eq!(paid.amount_cents, 12_345);
+    assert_eq!(paid.amount_cents.get(), 12_345);
     assert_eq!(paid.phone, order.phone);
     assert_eq!(payment["payment_id"], paid.payment_id.to_string());
     let envelope = &events[0];
@@ -122,7 +125,7 @@ async fn declines_over_the_card_limit_with_the_reason(store: Store) {
     };
     assert_eq!(failed.order_id, order.order_id);
     assert_eq!(failed.reason, "card limit exceeded");
-    assert_eq!(failed.amount_cents, 1_500_000);
+    assert_eq!(failed.amount_cents.get(), 1_500_000);
     app.stop().await;
 }
 
@@ -145,7 +148,7 @@ async fn nonsense_orders_are_dead_lettered(store: Store) {
         .await
         .expect("the dead-letter queue can be read");
     let mut broken = order(1_000);
-    broken.total_cents = 999; // does not match its items
+    broken.total_cents = TotalCents::parse(999).unwrap(); // does not match its items
     app.publish(Event::OrderPlaced(broken.clone()).to_envelope())
         .await;
     app.wait_for("the broken order to be dead-lettered", |app| async move {

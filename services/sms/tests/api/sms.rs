@@ -3,7 +3,10 @@
 
 use std::time::{Duration, Instant};
 
-use orderflow_events::{headers, topics, Event, PaymentSucceeded};
+use orderflow_events::{
+    domain::{Phone, TotalCents, UserId},
+    headers, topics, Event, PaymentSucceeded,
+};
 use uuid::Uuid;
 
 use crate::helpers::{drain, spawn_app, Store, TestApp};
@@ -12,9 +15,9 @@ fn payment(amount_cents: i64) -> PaymentSucceeded {
     PaymentSucceeded {
         order_id: Uuid::now_v7(),
         payment_id: Uuid::now_v7(),
-        user_id: 7,
-        phone: "+8613800138000".into(),
-        amount_cents,
+        user_id: UserId::parse(7).unwrap(),
+        phone: Phone::parse("+8613800138000").unwrap(),
+        amount_cents: TotalCents::parse(amount_cents).unwrap(),
         paid_at: chrono::Utc::now(),
     }
 }
@@ -58,7 +61,7 @@ async fn texts_once_per_order(store: Store) {
         .await;
     let texts = texts.as_array().expect("a list");
     assert_eq!(texts.len(), 1);
-    assert_eq!(texts[0]["phone"], paid.phone);
+    assert_eq!(texts[0]["phone"], paid.phone.as_str());
     assert_eq!(texts[0]["instance"], "sms-7");
     assert_eq!(texts[0]["message_id"], cause.to_string());
     let text = texts[0]["text"].as_str().unwrap_or_default();
