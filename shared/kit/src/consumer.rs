@@ -367,7 +367,10 @@ async fn bump(options: &ConsumerOptions, name: &str) {
 #[cfg(test)]
 mod tests {
     use orderflow_broker::{headers, memory::MemoryBroker, Publisher, Subscriber, Subscription};
-    use orderflow_events::OrderPlaced;
+    use orderflow_events::{
+        domain::{Phone, TotalCents, UserId},
+        OrderPlaced,
+    };
 
     use super::*;
     use crate::wait;
@@ -379,19 +382,19 @@ mod tests {
     impl Handler for PanicsOnCustomer13 {
         async fn handle(&self, event: Event, _: &Envelope) -> Result<Outcome, HandlerError> {
             match event {
-                Event::OrderPlaced(order) if order.user_id == 13 => panic!("customer 13"),
+                Event::OrderPlaced(order) if order.user_id.get() == 13 => panic!("customer 13"),
                 _ => Ok(Outcome::Done),
             }
         }
     }
 
-    fn order(order_id: uuid::Uuid, user_id: u64) -> Envelope {
+    fn order(order_id: uuid::Uuid, user_id: i64) -> Envelope {
         Event::OrderPlaced(OrderPlaced {
             order_id,
-            user_id,
-            phone: "+8613800138000".into(),
+            user_id: UserId::parse(user_id).unwrap(),
+            phone: Phone::parse("+8613800138000").unwrap(),
             items: Vec::new(),
-            total_cents: 0,
+            total_cents: TotalCents::parse(100).unwrap(),
             placed_at: chrono::Utc::now(),
         })
         .to_envelope()
