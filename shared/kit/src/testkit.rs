@@ -208,3 +208,38 @@ async fn drop_database(server: &str, name: &str) {
         let _ = connection.close().await;
     }
 }
+
+/// Turns each scenario `async fn name(store: Store)` into two tests, `sqlite::name` and
+/// `postgres::name`: one on a SQLite file, one on a fresh PostgreSQL database (skipped,
+/// or failed under CI, when `ORDERFLOW_DATABASE_URL` is unset — see [`Store::postgres`]).
+/// The two databases differ in locking, types and SQL dialect, so every behaviour a
+/// service promises is shown on both.
+///
+/// ```text
+/// use orderflow_kit::on_every_store;
+/// async fn awards_once_per_order(store: Store) { … }
+/// on_every_store!(awards_once_per_order, users_without_points_and_bad_ids);
+/// ```
+#[macro_export]
+macro_rules! on_every_store {
+    ($($scenario:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    super::$scenario($crate::testkit::Store::Sqlite).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    if let Some(store) = $crate::testkit::Store::postgres() {
+                        super::$scenario(store).await;
+                    }
+                }
+            )*
+        }
+    };
+}
