@@ -16,7 +16,7 @@ use orderflow_logging::{config::LoggingConfig, startup::Application};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     // `logging-service healthcheck`: the container healthcheck asks /readyz and exits.
-    orderflow_kit::http::exit_if_healthcheck(8084);
+    orderflow_kit::http::exit_if_healthcheck(orderflow_logging::config::DEFAULT_PORT);
     telemetry::init();
     // A bad setting stops the start before anything connects, with one line naming the
     // variable: the fix is in the setting, not in the code, so no error chain or backtrace.

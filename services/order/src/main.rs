@@ -8,7 +8,7 @@ use orderflow_order::{config::OrderConfig, startup::Application};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     // `order-service healthcheck`: the container healthcheck asks /readyz and exits.
-    orderflow_kit::http::exit_if_healthcheck(8080);
+    orderflow_kit::http::exit_if_healthcheck(orderflow_order::config::DEFAULT_PORT);
     orderflow_kit::telemetry::init();
     // A bad setting stops the start before anything connects anywhere, with one line that
     // names the variable (not an error chain with a backtrace: the fix is in the setting,

@@ -26,7 +26,7 @@ use crate::{
 
 /// What the handlers share.
 #[derive(Clone)]
-pub struct AppState {
+pub struct ApiState {
     /// The order service's database.
     pub db: Db,
     /// Woken after an order commits, so its event goes out now rather than at the next poll.
@@ -34,7 +34,7 @@ pub struct AppState {
 }
 
 /// The routes, with the body limit and a JSON 404 for anything else.
-pub fn router(state: AppState) -> Router {
+pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/orders", post(place_order))
         .route("/orders/{id}", get(get_order))
@@ -47,7 +47,7 @@ pub fn router(state: AppState) -> Router {
 
 /// `POST /orders`.
 async fn place_order(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
@@ -101,7 +101,7 @@ fn accepted(view: OrderView, replayed: bool) -> Response {
 
 /// `GET /orders/{id}`.
 async fn get_order(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     Path(id): Path<String>,
 ) -> Result<Json<OrderView>, ApiError> {
     let order_id = validation::order_id(&id)?;
@@ -113,7 +113,7 @@ async fn get_order(
 }
 
 /// `GET /internal/reconcile`.
-async fn reconcile(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+async fn reconcile(State(state): State<ApiState>) -> Result<Json<serde_json::Value>, ApiError> {
     let rows = store::reconcile_rows(&state.db).await;
     service::reconcile_answer(&state.db, &state.relay, "orders", rows).await
 }

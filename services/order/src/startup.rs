@@ -8,9 +8,9 @@ use axum::Router;
 use orderflow_kit::{service::Service, shutdown::CancellationToken};
 
 use crate::{
-    api::{self, AppState},
     config::OrderConfig,
-    payments::{self, PaymentOutcomes},
+    handlers::{self, PaymentOutcomeHandler},
+    routes::{self, ApiState},
     store,
 };
 
@@ -27,11 +27,11 @@ impl Application {
         let mut service = Service::start(config.service, store::MIGRATIONS).await?;
         let options = service.consumer_options();
         service.consume(
-            &payments::TOPICS,
-            Arc::new(PaymentOutcomes::new(service.db.clone())),
+            &handlers::TOPICS,
+            Arc::new(PaymentOutcomeHandler::new(service.db.clone())),
             options,
         );
-        let router = api::router(AppState {
+        let router = routes::router(ApiState {
             db: service.db.clone(),
             relay: service.relay.clone(),
         });

@@ -17,7 +17,7 @@ use orderflow_payment::{config::PaymentConfig, startup::Application};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     // `payment-service healthcheck`: the container healthcheck asks /readyz and exits.
-    orderflow_kit::http::exit_if_healthcheck(8081);
+    orderflow_kit::http::exit_if_healthcheck(orderflow_payment::config::DEFAULT_PORT);
     telemetry::init();
     // A bad setting stops the start before anything connects, with one line naming the
     // variable: the fix is in the setting, not in the code, so no error chain or backtrace.

@@ -16,7 +16,7 @@ use orderflow_points::{config::PointsConfig, startup::Application};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     // `points-service healthcheck`: the container healthcheck asks /readyz and exits.
-    orderflow_kit::http::exit_if_healthcheck(8082);
+    orderflow_kit::http::exit_if_healthcheck(orderflow_points::config::DEFAULT_PORT);
     telemetry::init();
     // A bad setting stops the start before anything connects, with one line naming the
     // variable: the fix is in the setting, not in the code, so no error chain or backtrace.
