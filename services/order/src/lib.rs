@@ -17,7 +17,7 @@
 //! | [`store`] | the tables and every SQL statement |
 //! | [`handlers`] | what happens on `payment.succeeded` and `payment.failed` |
 //! | [`routes`] | `POST /orders`, `GET /orders/{id}`, `GET /internal/reconcile` |
-//! | [`startup`] | [`startup::Application`]: build, then run until stopped |
+//! | [`startup`] | [`startup::build`]: what it consumes and serves, as the kit's [`startup::Application`] |
 //!
 //! Run it alone with `cargo run -p orderflow-order --bin order-service`, or with the other
 //! four through `orderflow demo`.

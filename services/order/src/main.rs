@@ -3,7 +3,7 @@
 //! SIGTERM.
 
 use anyhow::Context;
-use orderflow_order::{config::OrderConfig, startup::Application};
+use orderflow_order::{config::OrderConfig, startup};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -14,7 +14,7 @@ async fn main() -> anyhow::Result<()> {
     // names the variable (not an error chain with a backtrace: the fix is in the setting,
     // not in the code).
     let config = orderflow_kit::config::or_exit("order-service", OrderConfig::from_env());
-    let application = Application::build(config)
+    let application = startup::build(config)
         .await
         .context("starting the order service")?;
     tracing::info!(address = %application.address(), "order service listening");

@@ -2,9 +2,13 @@
 //!
 //! ```text
 //! Service::start(config, migrations)      database connected and migrated, broker connected
-//!   .consume(subscription, handler)       consumer loop per subscription (declared now)
-//!   .run(router, shutdown)                HTTP + /healthz + /readyz + outbox relay + consumers
+//!   .consume(topics, handler, options)    consumer loop per subscription (declared now)
+//!   .with_routes(router)                  an Application: built, not yet running
+//!   .run_until_stopped(shutdown)          HTTP + /healthz + /readyz + outbox relay + consumers
 //! ```
+//!
+//! Each service's `startup::build` is the part that is its own — which topics it consumes,
+//! at what rate, with which handler, and its routes — and returns an [`Application`].
 //!
 //! On shutdown: HTTP stops accepting, consumer loops finish and ack what they run, the
 //! relay publishes what is committed, the broker connection closes.
@@ -40,6 +44,30 @@ pub struct Service {
     readiness: Readiness,
     listener: tokio::net::TcpListener,
     consumers: Vec<(Subscription, Arc<dyn Handler>, ConsumerOptions)>,
+}
+
+/// A built service with its routes, not yet running (zero2prod's `Application`).
+///
+/// Building does everything that can fail at start-up — database connected and migrated,
+/// broker connected, port bound — so a caller (the binary, `orderflow demo`, a test) learns
+/// of a bad setting before anything runs; [`Application::run_until_stopped`] then serves
+/// and consumes until the token is cancelled.
+pub struct Application {
+    service: Service,
+    router: Router,
+}
+
+impl Application {
+    /// Where the HTTP API listens (the real port when port 0 was asked for).
+    pub fn address(&self) -> SocketAddr {
+        self.service.address()
+    }
+
+    /// Serves and consumes until `shutdown` is cancelled, then stops gracefully (see
+    /// [`Service::run`] for the order things stop in).
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        self.service.run(self.router, shutdown).await
+    }
 }
 
 /// Counters every service reports to `orderflow reconcile`.
@@ -103,6 +131,14 @@ impl Service {
                 u16::try_from(options.concurrency.saturating_mul(4)).unwrap_or(u16::MAX),
             );
         self.consumers.push((subscription, handler, options));
+    }
+
+    /// The service with its routes: built, ready to run.
+    pub fn with_routes(self, router: Router) -> Application {
+        Application {
+            service: self,
+            router,
+        }
     }
 
     /// The counters every service reports.

@@ -7,7 +7,7 @@
 //!
 //! ```text
 //! let prepared = testkit::prepare("points", store);             // ServiceConfig + where data goes
-//! let application = Application::build(PointsConfig::new(prepared.config.clone())).await?;
+//! let application = startup::build(PointsConfig::new(prepared.config.clone())).await?;
 //! let app = testkit::launch(prepared, application.address(), |stop| {
 //!     tokio::spawn(application.run_until_stopped(stop))
 //! }).await;                                                      // ready: /readyz answered 200

@@ -6,7 +6,7 @@ use orderflow_broker::Deliveries;
 use orderflow_events::{Event, OrderPlaced};
 use orderflow_kit::testkit;
 pub use orderflow_kit::testkit::{Store, TestApp, PATIENCE};
-use orderflow_order::{config::OrderConfig, startup::Application};
+use orderflow_order::{config::OrderConfig, startup};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -16,7 +16,7 @@ pub async fn spawn_app(store: Store, configure: impl FnOnce(&mut OrderConfig)) -
     let prepared = testkit::prepare("order", store);
     let mut config = OrderConfig::new(prepared.config.clone());
     configure(&mut config);
-    let application = Application::build(config)
+    let application = startup::build(config)
         .await
         .expect("the order service builds");
     let address = application.address();
