@@ -16,7 +16,7 @@ use crate::{
 /// Connects, migrates, binds and subscribes; nothing runs until
 /// [`Application::run_until_stopped`].
 pub async fn build(config: LoggingConfig) -> anyhow::Result<Application> {
-    let mut service = Service::start(config.service, store::MIGRATIONS).await?;
+    let mut service = Service::start(config.service, &store::MIGRATIONS).await?;
     let handler = EventLogHandler::new(service.db.clone());
     let options = service.consumer_options();
     // Every topic, in a group of its own: the log gets a copy of each message without

@@ -7,28 +7,17 @@
 //! what the reconciliation reports as "logged twice".
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use orderflow_kit::db::Db;
+use orderflow_kit::db::{Db, Migrations};
 use serde::Serialize;
 use sqlx::{any::AnyRow, Row};
 use uuid::Uuid;
 
-/// The service's tables.
-pub const MIGRATIONS: &[&str] = &[
-    // `published_us` (microseconds since the epoch) orders a journey; the text column is
-    // for people. `payload` and `headers` are JSON text.
-    "CREATE TABLE IF NOT EXISTS events (
-        id {serial} PRIMARY KEY,
-        message_id TEXT NOT NULL UNIQUE,
-        order_id TEXT NOT NULL,
-        event_type TEXT NOT NULL,
-        topic TEXT NOT NULL,
-        published_at TEXT NOT NULL,
-        published_us BIGINT NOT NULL,
-        headers TEXT NOT NULL,
-        payload TEXT NOT NULL,
-        logged_at TEXT NOT NULL)",
-    "CREATE INDEX IF NOT EXISTS events_by_order ON events (order_id, published_us)",
-];
+/// The service's tables: `migrations/postgres` and `migrations/sqlite` (one schema, each
+/// database's column types; see [`orderflow_kit::db`]), applied after the kit's at every start.
+pub static MIGRATIONS: Migrations = Migrations {
+    postgres: sqlx::migrate!("./migrations/postgres"),
+    sqlite: sqlx::migrate!("./migrations/sqlite"),
+};
 
 /// One event as logged.
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -18,7 +18,7 @@ use crate::{
 /// Connects, migrates, binds and subscribes; nothing runs until
 /// [`Application::run_until_stopped`].
 pub async fn build(config: OrderConfig) -> anyhow::Result<Application> {
-    let mut service = Service::start(config.service, store::MIGRATIONS).await?;
+    let mut service = Service::start(config.service, &store::MIGRATIONS).await?;
     let handler = Arc::new(PaymentOutcomeHandler::new(service.db.clone()));
     let options = service.consumer_options();
     service.consume(&handlers::TOPICS, handler, options);

@@ -14,41 +14,22 @@
 
 use chrono::{SecondsFormat, Utc};
 use orderflow_events::{Event, LineItem, OrderPlaced};
-use orderflow_kit::{db::Db, outbox};
+use orderflow_kit::{
+    db::{Db, Migrations},
+    outbox,
+};
 use serde::Serialize;
 use sqlx::{Any, AnyConnection, Row, Transaction};
 use uuid::Uuid;
 
 use crate::validation::NewOrder;
 
-/// The service's own tables, created (if missing) at every start, after the kit's.
-pub const MIGRATIONS: &[&str] = &[
-    "CREATE TABLE IF NOT EXISTS orders (
-        order_id TEXT PRIMARY KEY,
-        user_id BIGINT NOT NULL,
-        phone TEXT NOT NULL,
-        total_cents BIGINT NOT NULL,
-        status TEXT NOT NULL,
-        placed_at TEXT NOT NULL,
-        updated_at TEXT NOT NULL,
-        idempotency_key TEXT UNIQUE,
-        request_fingerprint TEXT)",
-    "CREATE TABLE IF NOT EXISTS order_items (
-        order_id TEXT NOT NULL REFERENCES orders (order_id),
-        line_no BIGINT NOT NULL,
-        sku TEXT NOT NULL,
-        quantity BIGINT NOT NULL,
-        unit_price_cents BIGINT NOT NULL,
-        PRIMARY KEY (order_id, line_no))",
-    "CREATE TABLE IF NOT EXISTS order_history (
-        seq {serial} PRIMARY KEY,
-        order_id TEXT NOT NULL REFERENCES orders (order_id),
-        status TEXT NOT NULL,
-        event TEXT NOT NULL,
-        message_id TEXT,
-        at TEXT NOT NULL)",
-    "CREATE INDEX IF NOT EXISTS order_history_by_order ON order_history (order_id, seq)",
-];
+/// The service's tables: `migrations/postgres` and `migrations/sqlite` (one schema, each
+/// database's column types; see [`orderflow_kit::db`]), applied after the kit's at every start.
+pub static MIGRATIONS: Migrations = Migrations {
+    postgres: sqlx::migrate!("./migrations/postgres"),
+    sqlite: sqlx::migrate!("./migrations/sqlite"),
+};
 
 /// The statuses an order goes through.
 pub mod status {

@@ -31,21 +31,6 @@ pub const CARD_LIMIT_EXCEEDED: &str = "card limit exceeded";
 /// The reason given for orders the failure rate declines.
 pub const CARD_DECLINED: &str = "card declined";
 
-/// The gateway's books; created with the service's own tables.
-pub const MIGRATIONS: &[&str] = &[
-    // One row per idempotency key: a second request with the same key reads this row back
-    // instead of charging again. `outcome` is `succeeded` or `failed`.
-    "CREATE TABLE IF NOT EXISTS gateway_charges (
-        idempotency_key TEXT PRIMARY KEY,
-        order_id TEXT NOT NULL,
-        amount_cents BIGINT NOT NULL,
-        outcome TEXT NOT NULL,
-        reason TEXT,
-        payment_id TEXT,
-        decided_at TEXT NOT NULL)",
-    "CREATE INDEX IF NOT EXISTS gateway_charges_by_order ON gateway_charges (order_id)",
-];
-
 /// How the simulated gateway behaves.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GatewaySettings {
@@ -214,7 +199,7 @@ mod tests {
         let db = Db::connect(&format!("sqlite://{}/payment.db", dir.display()))
             .await
             .unwrap();
-        db.migrate(MIGRATIONS).await.unwrap();
+        db.migrate(&crate::store::MIGRATIONS).await.unwrap();
         (Gateway::new(settings, db), dir)
     }
 

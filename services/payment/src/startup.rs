@@ -9,7 +9,7 @@ use orderflow_kit::service::Service;
 
 use crate::{
     config::PaymentConfig,
-    gateway::{self, Gateway},
+    gateway::Gateway,
     handlers::OrderPlacedHandler,
     routes::{self, ApiState},
     store,
@@ -18,8 +18,7 @@ use crate::{
 /// Connects, migrates, binds and subscribes; nothing runs until
 /// [`Application::run_until_stopped`].
 pub async fn build(config: PaymentConfig) -> anyhow::Result<Application> {
-    let migrations = [store::MIGRATIONS, gateway::MIGRATIONS].concat();
-    let mut service = Service::start(config.service, &migrations).await?;
+    let mut service = Service::start(config.service, &store::MIGRATIONS).await?;
     let gateway = Gateway::new(config.gateway, service.db.clone());
     let handler =
         OrderPlacedHandler::new(service.db.clone(), service.relay.clone(), gateway.clone());

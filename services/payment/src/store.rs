@@ -5,21 +5,17 @@
 //! different messages (a producer retry with a new envelope id) announce the same order.
 
 use chrono::{DateTime, Utc};
-use orderflow_kit::db::Db;
+use orderflow_kit::db::{Db, Migrations};
 use serde::Serialize;
 use sqlx::{any::AnyRow, Any, Row, Transaction};
 use uuid::Uuid;
 
-/// The service's own tables (the gateway's are in [`crate::gateway::MIGRATIONS`]).
-pub const MIGRATIONS: &[&str] = &["CREATE TABLE IF NOT EXISTS payments (
-        order_id TEXT PRIMARY KEY,
-        user_id BIGINT NOT NULL,
-        amount_cents BIGINT NOT NULL,
-        outcome TEXT NOT NULL,
-        reason TEXT,
-        payment_id TEXT,
-        message_id TEXT NOT NULL,
-        decided_at TEXT NOT NULL)"];
+/// The service's tables: `migrations/postgres` and `migrations/sqlite` (one schema, each
+/// database's column types; see [`orderflow_kit::db`]), applied after the kit's at every start.
+pub static MIGRATIONS: Migrations = Migrations {
+    postgres: sqlx::migrate!("./migrations/postgres"),
+    sqlite: sqlx::migrate!("./migrations/sqlite"),
+};
 
 /// `succeeded` or `failed`, as stored and reported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

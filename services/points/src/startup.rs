@@ -16,7 +16,7 @@ use crate::{
 /// Connects, migrates, binds and subscribes; nothing runs until
 /// [`Application::run_until_stopped`].
 pub async fn build(config: PointsConfig) -> anyhow::Result<Application> {
-    let mut service = Service::start(config.service, store::MIGRATIONS).await?;
+    let mut service = Service::start(config.service, &store::MIGRATIONS).await?;
     let handler = PaymentSucceededHandler::new(service.db.clone(), service.relay.clone());
     let options = service.consumer_options();
     service.consume(&[topics::PAYMENT_SUCCEEDED], handler, options);

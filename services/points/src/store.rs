@@ -5,23 +5,17 @@
 //! written, and reconciliation can compare each row with the order's total.
 
 use chrono::{DateTime, Utc};
-use orderflow_kit::db::Db;
+use orderflow_kit::db::{Db, Migrations};
 use serde::Serialize;
 use sqlx::{Any, Row, Transaction};
 use uuid::Uuid;
 
-/// The service's tables.
-pub const MIGRATIONS: &[&str] = &[
-    "CREATE TABLE IF NOT EXISTS points_ledger (
-        id {serial} PRIMARY KEY,
-        order_id TEXT NOT NULL UNIQUE,
-        user_id BIGINT NOT NULL,
-        points BIGINT NOT NULL,
-        amount_cents BIGINT NOT NULL,
-        message_id TEXT NOT NULL,
-        awarded_at TEXT NOT NULL)",
-    "CREATE INDEX IF NOT EXISTS points_ledger_by_user ON points_ledger (user_id)",
-];
+/// The service's tables: `migrations/postgres` and `migrations/sqlite` (one schema, each
+/// database's column types; see [`orderflow_kit::db`]), applied after the kit's at every start.
+pub static MIGRATIONS: Migrations = Migrations {
+    postgres: sqlx::migrate!("./migrations/postgres"),
+    sqlite: sqlx::migrate!("./migrations/sqlite"),
+};
 
 /// One award.
 #[derive(Debug, Clone, PartialEq, Eq)]

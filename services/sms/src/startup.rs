@@ -20,7 +20,7 @@ use crate::{
 /// Connects, migrates, binds and subscribes; nothing runs until
 /// [`Application::run_until_stopped`].
 pub async fn build(config: SmsConfig) -> anyhow::Result<Application> {
-    let mut service = Service::start(config.service, store::MIGRATIONS).await?;
+    let mut service = Service::start(config.service, &store::MIGRATIONS).await?;
     let rate_per_s = config.gateway.rate_per_s;
     let gateway = Arc::new(SmsGateway::new(config.gateway));
     let handler = PaymentSucceededHandler::new(

@@ -5,20 +5,17 @@
 //! or is handled by two copies of the service.
 
 use chrono::{DateTime, Utc};
-use orderflow_kit::db::Db;
+use orderflow_kit::db::{Db, Migrations};
 use serde::Serialize;
 use sqlx::{any::AnyRow, Any, Row, Transaction};
 use uuid::Uuid;
 
-/// The service's tables.
-pub const MIGRATIONS: &[&str] = &["CREATE TABLE IF NOT EXISTS sms_messages (
-        id {serial} PRIMARY KEY,
-        order_id TEXT NOT NULL UNIQUE,
-        phone TEXT NOT NULL,
-        text TEXT NOT NULL,
-        instance TEXT NOT NULL,
-        message_id TEXT NOT NULL,
-        sent_at TEXT NOT NULL)"];
+/// The service's tables: `migrations/postgres` and `migrations/sqlite` (one schema, each
+/// database's column types; see [`orderflow_kit::db`]), applied after the kit's at every start.
+pub static MIGRATIONS: Migrations = Migrations {
+    postgres: sqlx::migrate!("./migrations/postgres"),
+    sqlite: sqlx::migrate!("./migrations/sqlite"),
+};
 
 /// How many texts `GET /sms` lists at most without an order id.
 pub const RECENT_LIMIT: i64 = 100;

@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     config::ServiceConfig,
     consumer::{self, ConsumerOptions, ConsumerStats, Handler},
-    db::Db,
+    db::{Db, Migrations},
     http::{self, Readiness},
     outbox::Relay,
 };
@@ -84,7 +84,7 @@ pub struct CommonReport {
 impl Service {
     /// Connects the database (migrating it) and the broker, and binds the HTTP port.
     /// The broker is retried for up to 60 s: in a compose stack it may start later.
-    pub async fn start(config: ServiceConfig, migrations: &[&str]) -> anyhow::Result<Service> {
+    pub async fn start(config: ServiceConfig, migrations: &Migrations) -> anyhow::Result<Service> {
         let listener = http::bind(config.http_addr).await?;
         let db = Db::connect(&config.database_url).await?;
         db.migrate(migrations).await?;
