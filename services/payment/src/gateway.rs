@@ -23,7 +23,7 @@ use std::time::Duration;
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use orderflow_kit::db::Db;
-use sqlx::Row;
+use sqlx::FromRow;
 use uuid::Uuid;
 
 /// The reason given for orders above the card limit.
@@ -133,7 +133,7 @@ impl Gateway {
         .execute(db.pool())
         .await
         .context("gateway: recording the charge")?;
-        let row = sqlx::query(&db.sql(
+        let row: StoredCharge = sqlx::query_as(&db.sql(
             "SELECT outcome, reason, payment_id, decided_at FROM gateway_charges
              WHERE idempotency_key = $1",
         ))
@@ -141,19 +141,17 @@ impl Gateway {
         .fetch_one(db.pool())
         .await
         .context("gateway: reading the charge back")?;
-        let at = DateTime::parse_from_rfc3339(&row.try_get::<String, _>("decided_at")?)?.into();
-        Ok(match row.try_get::<String, _>("outcome")?.as_str() {
+        let at = DateTime::parse_from_rfc3339(&row.decided_at)?.into();
+        Ok(match row.outcome.as_str() {
             "succeeded" => ChargeOutcome::Charged {
                 payment_id: row
-                    .try_get::<Option<String>, _>("payment_id")?
+                    .payment_id
                     .context("gateway: a charge without a payment id")?
                     .parse()?,
                 at,
             },
             _ => ChargeOutcome::Declined {
-                reason: row
-                    .try_get::<Option<String>, _>("reason")?
-                    .unwrap_or_else(|| CARD_DECLINED.to_owned()),
+                reason: row.reason.unwrap_or_else(|| CARD_DECLINED.to_owned()),
                 at,
             },
         })
@@ -168,6 +166,15 @@ impl Gateway {
         .fetch_one(self.db.pool())
         .await?)
     }
+}
+
+/// The gateway's answer to one key as it keeps it, read back after every request.
+#[derive(FromRow)]
+struct StoredCharge {
+    outcome: String,
+    reason: Option<String>,
+    payment_id: Option<String>,
+    decided_at: String,
 }
 
 /// Maps (seed, order id) to a number in `[0, 1)`, the same on every machine and every run

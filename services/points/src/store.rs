@@ -7,7 +7,7 @@
 use chrono::{DateTime, Utc};
 use orderflow_kit::db::{Db, Migrations};
 use serde::Serialize;
-use sqlx::{Any, Row, Transaction};
+use sqlx::{Any, FromRow, Transaction};
 use uuid::Uuid;
 
 /// The service's tables: `migrations/postgres` and `migrations/sqlite` (one schema, each
@@ -59,7 +59,7 @@ pub async fn insert(
 }
 
 /// One line of a user's ledger, as `GET /users/{id}/points` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, FromRow)]
 pub struct LedgerEntry {
     /// The order the points are for.
     pub order_id: String,
@@ -71,26 +71,17 @@ pub struct LedgerEntry {
 
 /// A user's ledger, oldest first.
 pub async fn ledger_of(db: &Db, user_id: i64) -> anyhow::Result<Vec<LedgerEntry>> {
-    let rows = sqlx::query(&db.sql(
+    Ok(sqlx::query_as(&db.sql(
         "SELECT order_id, points, awarded_at FROM points_ledger
          WHERE user_id = $1 ORDER BY id",
     ))
     .bind(user_id)
     .fetch_all(db.pool())
-    .await?;
-    rows.iter()
-        .map(|row| {
-            Ok(LedgerEntry {
-                order_id: row.try_get("order_id")?,
-                points: row.try_get("points")?,
-                awarded_at: row.try_get("awarded_at")?,
-            })
-        })
-        .collect()
+    .await?)
 }
 
 /// One line of the reconciliation report.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, FromRow)]
 pub struct ReconcileRow {
     /// The order.
     pub order_id: String,
@@ -100,15 +91,9 @@ pub struct ReconcileRow {
 
 /// Every ledger row, for `GET /internal/reconcile`.
 pub async fn reconcile_rows(db: &Db) -> anyhow::Result<Vec<ReconcileRow>> {
-    let rows = sqlx::query(&db.sql("SELECT order_id, points FROM points_ledger ORDER BY id"))
-        .fetch_all(db.pool())
-        .await?;
-    rows.iter()
-        .map(|row| {
-            Ok(ReconcileRow {
-                order_id: row.try_get("order_id")?,
-                points: row.try_get("points")?,
-            })
-        })
-        .collect()
+    Ok(
+        sqlx::query_as(&db.sql("SELECT order_id, points FROM points_ledger ORDER BY id"))
+            .fetch_all(db.pool())
+            .await?,
+    )
 }
