@@ -6,22 +6,28 @@
 //! | `GET /orders/{id}` | `200` with the order, its items and its history; `404` / `400` |
 //! | `GET /internal/reconcile` | every order's id, total and status plus the kit's counters |
 //!
-//! Every error is the kit's [`ApiError`] body, `{"error": "...", "field": "..."}`; the
-//! rules are in [`crate::validation`]. `/healthz` and `/readyz` are added by the kit.
+//! Every error is the kit's [`ApiError`] body, `{"error": "...", "field": "..."}`. A
+//! `POST /orders` body is read by the kit's [`JsonBody`] (content type, size, JSON syntax,
+//! field types — each refusal naming the field), then checked against the order rules in
+//! [`crate::validation`]. `/healthz` and `/readyz` are added by the kit.
 
 use axum::{
-    body::Bytes,
-    extract::{rejection::BytesRejection, DefaultBodyLimit, Path, State},
+    extract::{DefaultBodyLimit, Path, State},
     http::{header, HeaderMap, HeaderValue, StatusCode},
     response::{IntoResponse, Response},
     routing::{get, post},
     Json, Router,
 };
-use orderflow_kit::{db::Db, http::ApiError, outbox::Relay, service};
+use orderflow_kit::{
+    db::Db,
+    http::{ApiError, JsonBody},
+    outbox::Relay,
+    service,
+};
 
 use crate::{
     store::{self, OrderView, PlaceError, Placed},
-    validation::{self, ValidationError, IDEMPOTENCY_KEY_HEADER, MAX_BODY_BYTES},
+    validation::{self, OrderRequest, IDEMPOTENCY_KEY_HEADER, MAX_BODY_BYTES},
 };
 
 /// What the handlers share.
@@ -49,27 +55,17 @@ pub fn router(state: ApiState) -> Router {
 async fn place_order(
     State(state): State<ApiState>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    // The kit's extractor, not axum's Json: its refusals are JSON and name the field.
+    JsonBody(request): JsonBody<OrderRequest>,
 ) -> Result<Response, ApiError> {
-    validation::require_json_content_type(&headers)?;
-    // Bytes rather than axum's Json: its rejections are plain text, ours say which field.
-    let body = body.map_err(|rejection| match rejection.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => ValidationError::too_large().into(),
-        status => ApiError::new(
-            status,
-            format!("could not read the request body: {rejection}"),
-        ),
-    })?;
     let key = validation::idempotency_key(headers.get(IDEMPOTENCY_KEY_HEADER))?;
-    let order = validation::parse_order(&body)?;
+    let order = validation::check(request)?;
     let placed = store::place(&state.db, &order, key.as_deref())
         .await
         .map_err(|error| match error {
-            PlaceError::KeyReused => ApiError {
-                status: StatusCode::CONFLICT,
-                message: error.to_string(),
-                field: Some("Idempotency-Key".to_owned()),
-            },
+            PlaceError::KeyReused => {
+                ApiError::with_field(StatusCode::CONFLICT, "Idempotency-Key", error.to_string())
+            }
             PlaceError::Database(error) => ApiError::internal(format!("{error:#}")),
         })?;
     let (view, replayed) = match placed {

@@ -56,7 +56,7 @@ pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
 /// silently become an order without a quantity.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct OrderRequest {
+pub struct OrderRequest {
     user_id: u64,
     phone: String,
     items: Vec<ItemRequest>,
@@ -256,7 +256,7 @@ fn backticked_after<'a>(message: &'a str, prefix: &str) -> Option<&'a str> {
 }
 
 /// The rules serde cannot express.
-fn check(request: OrderRequest) -> Result<NewOrder, ValidationError> {
+pub fn check(request: OrderRequest) -> Result<NewOrder, ValidationError> {
     // Stored as BIGINT: ids past i64::MAX would not round-trip through the database.
     if request.user_id == 0 || i64::try_from(request.user_id).is_err() {
         return Err(ValidationError::invalid(
