@@ -6,12 +6,7 @@ use orderflow_events::topics;
 pub use orderflow_kit::service::Application;
 use orderflow_kit::service::Service;
 
-use crate::{
-    config::LoggingConfig,
-    handlers::EventLogHandler,
-    routes::{self, ApiState},
-    store,
-};
+use crate::{config::LoggingConfig, handlers::EventLogHandler, routes, store};
 
 /// Connects, migrates, binds and subscribes; nothing runs until
 /// [`Application::run_until_stopped`].
@@ -22,9 +17,6 @@ pub async fn build(config: LoggingConfig) -> anyhow::Result<Application> {
     // Every topic, in a group of its own: the log gets a copy of each message without
     // taking any from the services that act on them.
     service.consume(&topics::ALL, handler, options);
-    let router = routes::router(ApiState {
-        db: service.db.clone(),
-        relay: service.relay.clone(),
-    });
+    let router = routes::router(service.api_state());
     Ok(service.with_routes(router))
 }

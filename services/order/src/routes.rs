@@ -18,10 +18,9 @@ use axum::{
     routing::{get, post},
     Json, Router,
 };
+pub use orderflow_kit::service::ApiState;
 use orderflow_kit::{
-    db::Db,
     http::{ApiError, JsonBody},
-    outbox::Relay,
     service,
 };
 
@@ -29,15 +28,6 @@ use crate::{
     store::{self, OrderView, PlaceError, Placed},
     validation::{self, OrderRequest, IDEMPOTENCY_KEY_HEADER, MAX_BODY_BYTES},
 };
-
-/// What the handlers share.
-#[derive(Clone)]
-pub struct ApiState {
-    /// The order service's database.
-    pub db: Db,
-    /// Woken after an order commits, so its event goes out now rather than at the next poll.
-    pub relay: Relay,
-}
 
 /// The routes, with the body limit and a JSON 404 for anything else.
 pub fn router(state: ApiState) -> Router {

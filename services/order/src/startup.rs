@@ -11,8 +11,7 @@ use orderflow_kit::service::Service;
 use crate::{
     config::OrderConfig,
     handlers::{self, PaymentOutcomeHandler},
-    routes::{self, ApiState},
-    store,
+    routes, store,
 };
 
 /// Connects, migrates, binds and subscribes; nothing runs until
@@ -22,9 +21,6 @@ pub async fn build(config: OrderConfig) -> anyhow::Result<Application> {
     let handler = Arc::new(PaymentOutcomeHandler::new(service.db.clone()));
     let options = service.consumer_options();
     service.consume(&handlers::TOPICS, handler, options);
-    let router = routes::router(ApiState {
-        db: service.db.clone(),
-        relay: service.relay.clone(),
-    });
+    let router = routes::router(service.api_state());
     Ok(service.with_routes(router))
 }

@@ -6,12 +6,7 @@ use orderflow_events::topics;
 pub use orderflow_kit::service::Application;
 use orderflow_kit::service::Service;
 
-use crate::{
-    config::PointsConfig,
-    handlers::PaymentSucceededHandler,
-    routes::{self, ApiState},
-    store,
-};
+use crate::{config::PointsConfig, handlers::PaymentSucceededHandler, routes, store};
 
 /// Connects, migrates, binds and subscribes; nothing runs until
 /// [`Application::run_until_stopped`].
@@ -20,9 +15,6 @@ pub async fn build(config: PointsConfig) -> anyhow::Result<Application> {
     let handler = PaymentSucceededHandler::new(service.db.clone(), service.relay.clone());
     let options = service.consumer_options();
     service.consume(&[topics::PAYMENT_SUCCEEDED], handler, options);
-    let router = routes::router(ApiState {
-        db: service.db.clone(),
-        relay: service.relay.clone(),
-    });
+    let router = routes::router(service.api_state());
     Ok(service.with_routes(router))
 }

@@ -10,11 +10,7 @@ pub use orderflow_kit::service::Application;
 use orderflow_kit::{consumer::ConsumerOptions, service::Service};
 
 use crate::{
-    config::SmsConfig,
-    gateway::SmsGateway,
-    handlers::PaymentSucceededHandler,
-    routes::{self, ApiState},
-    store,
+    config::SmsConfig, gateway::SmsGateway, handlers::PaymentSucceededHandler, routes, store,
 };
 
 /// Connects, migrates, binds and subscribes; nothing runs until
@@ -36,9 +32,6 @@ pub async fn build(config: SmsConfig) -> anyhow::Result<Application> {
         ..service.consumer_options()
     };
     service.consume(&[topics::PAYMENT_SUCCEEDED], handler, options);
-    let router = routes::router(ApiState {
-        db: service.db.clone(),
-        relay: service.relay.clone(),
-    });
+    let router = routes::router(service.api_state());
     Ok(service.with_routes(router))
 }

@@ -46,6 +46,18 @@ pub struct Service {
     consumers: Vec<(Subscription, Arc<dyn Handler>, ConsumerOptions)>,
 }
 
+/// What the HTTP handlers of a service share, the part every service has: its database,
+/// and its outbox relay — woken after a commit so the event goes out now rather than at the
+/// next poll, and counted for `/internal/reconcile`. A service that needs more (the payment
+/// service's gateway) wraps it in a state of its own.
+#[derive(Clone)]
+pub struct ApiState {
+    /// The service's database.
+    pub db: Db,
+    /// Its outbox relay.
+    pub relay: Relay,
+}
+
 /// A built service with its routes, not yet running (zero2prod's `Application`).
 ///
 /// Building does everything that can fail at start-up — database connected and migrated,
@@ -131,6 +143,14 @@ impl Service {
                 u16::try_from(options.concurrency.saturating_mul(4)).unwrap_or(u16::MAX),
             );
         self.consumers.push((subscription, handler, options));
+    }
+
+    /// The state its routes share.
+    pub fn api_state(&self) -> ApiState {
+        ApiState {
+            db: self.db.clone(),
+            relay: self.relay.clone(),
+        }
     }
 
     /// The service with its routes: built, ready to run.
