@@ -87,6 +87,25 @@ pub struct Migrations {
 }
 
 impl Migrations {
+    /// Refuses a schema whose two folders list different migrations (a file added to
+    /// one only): the databases would drift apart, so every start — and every test, on
+    /// either database — fails, naming the versions.
+    fn check_in_step(&self) -> anyhow::Result<()> {
+        let versions = |migrator: &Migrator| -> Vec<(i64, String)> {
+            migrator
+                .iter()
+                .map(|migration| (migration.version, migration.description.to_string()))
+                .collect()
+        };
+        let (postgres, sqlite) = (versions(&self.postgres), versions(&self.sqlite));
+        if postgres != sqlite {
+            anyhow::bail!(
+                "migrations/postgres and migrations/sqlite must hold the same files: {postgres:?} vs {sqlite:?}"
+            );
+        }
+        Ok(())
+    }
+
     fn for_dialect(&self, dialect: Dialect) -> &Migrator {
         match dialect {
             Dialect::Postgres => &self.postgres,
@@ -194,6 +213,7 @@ impl Db {
             .cloned()
             .collect();
         if let Some(service) = service {
+            service.check_in_step()?;
             migrations.extend(service.for_dialect(self.dialect).iter().cloned());
         }
         migrations.sort_by_key(|migration| migration.version);
@@ -324,6 +344,39 @@ mod tests {
             "postgres://me:***@db:5432/x"
         );
         assert_eq!(redact("postgres://db/x"), "postgres://db/x");
+    }
+
+    #[test]
+    fn the_kits_two_migration_folders_are_in_step() {
+        KIT_MIGRATIONS.check_in_step().unwrap();
+        assert!(KIT_MIGRATIONS
+            .sqlite
+            .iter()
+            .all(|migration| migration.version < 100));
+    }
+
+    #[tokio::test]
+    async fn a_migration_in_one_folder_only_is_refused() {
+        let migration = |version: i64, description: &'static str| {
+            Migration::new(
+                version,
+                description.into(),
+                sqlx::migrate::MigrationType::Simple,
+                "SELECT 1".into(),
+                false,
+            )
+        };
+        let postgres = Migrator::new(Combined(vec![
+            migration(100, "orders"),
+            migration(101, "refunds"),
+        ]))
+        .await
+        .unwrap();
+        let sqlite = Migrator::new(Combined(vec![migration(100, "orders")]))
+            .await
+            .unwrap();
+        let error = Migrations { postgres, sqlite }.check_in_step().unwrap_err();
+        assert!(error.to_string().contains("refunds"), "{error}");
     }
 
     #[tokio::test]
