@@ -106,27 +106,26 @@ impl InProcessStack {
         let shutdown = CancellationToken::new();
         let config = |name: &str| service_config(name, broker, databases.url(name));
 
-        let order = orderflow_order::startup::Application::build(
-            orderflow_order::config::OrderConfig::new(config("order")),
-        )
+        let order = orderflow_order::startup::build(orderflow_order::config::OrderConfig::new(
+            config("order"),
+        ))
         .await
         .context("starting the order service")?;
-        let payment = orderflow_payment::startup::Application::build(
+        let payment = orderflow_payment::startup::build(
             orderflow_payment::config::PaymentConfig::new(config("payment")),
         )
         .await
         .context("starting the payment service")?;
-        let points = orderflow_points::startup::Application::build(
-            orderflow_points::config::PointsConfig::new(config("points")),
-        )
+        let points = orderflow_points::startup::build(orderflow_points::config::PointsConfig::new(
+            config("points"),
+        ))
         .await
         .context("starting the points service")?;
-        let sms = orderflow_sms::startup::Application::build(
-            orderflow_sms::config::SmsConfig::new(config("sms")),
-        )
-        .await
-        .context("starting the SMS service")?;
-        let logging = orderflow_logging::startup::Application::build(
+        let sms =
+            orderflow_sms::startup::build(orderflow_sms::config::SmsConfig::new(config("sms")))
+                .await
+                .context("starting the SMS service")?;
+        let logging = orderflow_logging::startup::build(
             orderflow_logging::config::LoggingConfig::new(config("logging")),
         )
         .await

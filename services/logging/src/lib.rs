@@ -11,7 +11,7 @@
 //! | [`store`] | the `events` table: one row per message id |
 //! | [`handlers`] | what happens on any event |
 //! | [`routes`] | `GET /events?order_id=`, `GET /internal/reconcile` |
-//! | [`startup`] | [`startup::Application`]: build, then run until stopped |
+//! | [`startup`] | [`startup::build`]: what it consumes and serves, as the kit's [`startup::Application`] |
 //!
 //! Run it alone with `cargo run -p orderflow-logging --bin logging-service`, or with the
 //! other four through `orderflow demo`.

@@ -10,21 +10,12 @@ use axum::{
     routing::get,
     Json, Router,
 };
-use orderflow_kit::{db::Db, http::ApiError, outbox::Relay, service};
+pub use orderflow_kit::service::ApiState;
+use orderflow_kit::{http::ApiError, service};
 use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::store::{self, LoggedEvent};
-
-/// What the handlers share.
-#[derive(Clone)]
-pub struct ApiState {
-    /// The service's database.
-    pub db: Db,
-    /// Its outbox relay (always empty: the logging service publishes nothing; reported so
-    /// every service's `common` block has the same shape).
-    pub relay: Relay,
-}
 
 /// The routes, ready to be served.
 pub fn router(state: ApiState) -> Router {

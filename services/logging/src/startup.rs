@@ -1,52 +1,22 @@
-//! Building and running the logging service.
-//!
-//! [`Application::build`] does everything that can fail at start-up — database connected
-//! and migrated, broker connected, port bound — so a caller (the binary, `orderflow demo`,
-//! a test) learns of a bad setting before anything runs; [`Application::run_until_stopped`]
-//! then serves and consumes until the token is cancelled.
+//! What the logging service is made of: it consumes every topic with [`EventLogHandler`]
+//! and serves [`routes`]. Connecting, migrating, binding, serving and stopping are the
+//! kit's ([`orderflow_kit::service`]).
 
-use std::net::SocketAddr;
-
-use axum::Router;
 use orderflow_events::topics;
-use orderflow_kit::{service::Service, shutdown::CancellationToken};
+pub use orderflow_kit::service::Application;
+use orderflow_kit::service::Service;
 
-use crate::{
-    config::LoggingConfig,
-    handlers::EventLogHandler,
-    routes::{self, ApiState},
-    store,
-};
+use crate::{config::LoggingConfig, handlers::EventLogHandler, routes, store};
 
-/// A built, not yet running, logging service.
-pub struct Application {
-    service: Service,
-    router: Router,
-}
-
-impl Application {
-    /// Connects, migrates, binds and subscribes.
-    pub async fn build(config: LoggingConfig) -> anyhow::Result<Application> {
-        let mut service = Service::start(config.service, store::MIGRATIONS).await?;
-        let handler = EventLogHandler::new(service.db.clone());
-        let options = service.consumer_options();
-        // Every topic, in a group of its own: the log gets a copy of each message without
-        // taking any from the services that act on them.
-        service.consume(&topics::ALL, handler, options);
-        let router = routes::router(ApiState {
-            db: service.db.clone(),
-            relay: service.relay.clone(),
-        });
-        Ok(Application { service, router })
-    }
-
-    /// Where the HTTP API listens (the real port when port 0 was asked for).
-    pub fn address(&self) -> SocketAddr {
-        self.service.address()
-    }
-
-    /// Serves and consumes until `shutdown` is cancelled, then stops gracefully.
-    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        self.service.run(self.router, shutdown).await
-    }
+/// Connects, migrates, binds and subscribes; nothing runs until
+/// [`Application::run_until_stopped`].
+pub async fn build(config: LoggingConfig) -> anyhow::Result<Application> {
+    let mut service = Service::start(config.service, &store::MIGRATIONS).await?;
+    let handler = EventLogHandler::new(service.db.clone());
+    let options = service.consumer_options();
+    // Every topic, in a group of its own: the log gets a copy of each message without
+    // taking any from the services that act on them.
+    service.consume(&topics::ALL, handler, options);
+    let router = routes::router(service.api_state());
+    Ok(service.with_routes(router))
 }

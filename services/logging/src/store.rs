@@ -7,28 +7,17 @@
 //! what the reconciliation reports as "logged twice".
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use orderflow_kit::db::Db;
+use orderflow_kit::db::{Db, Migrations};
 use serde::Serialize;
-use sqlx::{any::AnyRow, Row};
+use sqlx::FromRow;
 use uuid::Uuid;
 
-/// The service's tables.
-pub const MIGRATIONS: &[&str] = &[
-    // `published_us` (microseconds since the epoch) orders a journey; the text column is
-    // for people. `payload` and `headers` are JSON text.
-    "CREATE TABLE IF NOT EXISTS events (
-        id {serial} PRIMARY KEY,
-        message_id TEXT NOT NULL UNIQUE,
-        order_id TEXT NOT NULL,
-        event_type TEXT NOT NULL,
-        topic TEXT NOT NULL,
-        published_at TEXT NOT NULL,
-        published_us BIGINT NOT NULL,
-        headers TEXT NOT NULL,
-        payload TEXT NOT NULL,
-        logged_at TEXT NOT NULL)",
-    "CREATE INDEX IF NOT EXISTS events_by_order ON events (order_id, published_us)",
-];
+/// The service's tables: `migrations/postgres` and `migrations/sqlite` (one schema, each
+/// database's column types; see [`orderflow_kit::db`]), applied after the kit's at every start.
+pub static MIGRATIONS: Migrations = Migrations {
+    postgres: sqlx::migrate!("./migrations/postgres"),
+    sqlite: sqlx::migrate!("./migrations/sqlite"),
+};
 
 /// One event as logged.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -78,31 +67,48 @@ pub async fn insert(db: &Db, event: &LoggedEvent) -> anyhow::Result<bool> {
 
 /// The journey of `order_id`: its events in the order they were published (then stored).
 pub async fn journey(db: &Db, order_id: Uuid) -> anyhow::Result<Vec<LoggedEvent>> {
-    let rows = sqlx::query(&db.sql(
+    let rows: Vec<StoredEvent> = sqlx::query_as(&db.sql(
         "SELECT message_id, order_id, event_type, topic, published_at, headers, payload
          FROM events WHERE order_id = $1 ORDER BY published_us, id",
     ))
     .bind(order_id.to_string())
     .fetch_all(db.pool())
     .await?;
-    rows.iter().map(event_from_row).collect()
+    rows.into_iter().map(LoggedEvent::try_from).collect()
 }
 
-fn event_from_row(row: &AnyRow) -> anyhow::Result<LoggedEvent> {
-    Ok(LoggedEvent {
-        message_id: row.try_get::<String, _>("message_id")?.parse()?,
-        order_id: row.try_get::<String, _>("order_id")?.parse()?,
-        event_type: row.try_get("event_type")?,
-        topic: row.try_get("topic")?,
-        published_at: DateTime::parse_from_rfc3339(&row.try_get::<String, _>("published_at")?)?
-            .into(),
-        headers: serde_json::from_str(&row.try_get::<String, _>("headers")?)?,
-        payload: serde_json::from_str(&row.try_get::<String, _>("payload")?)?,
-    })
+/// A row of `events` as stored: ids and times are text, headers and payload JSON text.
+#[derive(FromRow)]
+struct StoredEvent {
+    #[sqlx(try_from = "String")]
+    message_id: Uuid,
+    #[sqlx(try_from = "String")]
+    order_id: Uuid,
+    event_type: String,
+    topic: String,
+    published_at: String,
+    headers: String,
+    payload: String,
+}
+
+impl TryFrom<StoredEvent> for LoggedEvent {
+    type Error = anyhow::Error;
+
+    fn try_from(stored: StoredEvent) -> anyhow::Result<LoggedEvent> {
+        Ok(LoggedEvent {
+            message_id: stored.message_id,
+            order_id: stored.order_id,
+            event_type: stored.event_type,
+            topic: stored.topic,
+            published_at: DateTime::parse_from_rfc3339(&stored.published_at)?.into(),
+            headers: serde_json::from_str(&stored.headers)?,
+            payload: serde_json::from_str(&stored.payload)?,
+        })
+    }
 }
 
 /// One line of the reconciliation report.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, FromRow)]
 pub struct ReconcileRow {
     /// The order.
     pub order_id: String,
@@ -114,19 +120,10 @@ pub struct ReconcileRow {
 
 /// Stored events per (order, event type), for `GET /internal/reconcile`.
 pub async fn reconcile_rows(db: &Db) -> anyhow::Result<Vec<ReconcileRow>> {
-    let rows = sqlx::query(&db.sql(
+    Ok(sqlx::query_as(&db.sql(
         "SELECT order_id, event_type, COUNT(*) AS count FROM events
          GROUP BY order_id, event_type ORDER BY order_id, event_type",
     ))
     .fetch_all(db.pool())
-    .await?;
-    rows.iter()
-        .map(|row| {
-            Ok(ReconcileRow {
-                order_id: row.try_get("order_id")?,
-                event_type: row.try_get("event_type")?,
-                count: row.try_get("count")?,
-            })
-        })
-        .collect()
+    .await?)
 }

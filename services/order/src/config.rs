@@ -8,6 +8,12 @@
 
 use orderflow_kit::config::{ConfigError, ServiceConfig};
 
+/// The service name: its consumer group, its log target, its database name.
+pub const SERVICE_NAME: &str = "order";
+
+/// Where the HTTP API listens unless `ORDERFLOW_HTTP_ADDR` says otherwise.
+pub const DEFAULT_PORT: u16 = 8080;
+
 /// Everything the order service is configured with.
 #[derive(Debug, Clone)]
 pub struct OrderConfig {
@@ -24,8 +30,8 @@ impl OrderConfig {
     /// From the environment; a bad value is an error naming the variable.
     pub fn from_env() -> Result<Self, ConfigError> {
         Ok(OrderConfig::new(ServiceConfig::from_env(
-            crate::SERVICE_NAME,
-            crate::DEFAULT_PORT,
+            SERVICE_NAME,
+            DEFAULT_PORT,
         )?))
     }
 }

@@ -15,19 +15,16 @@
 //! | [`config`] | settings (the kit's common ones) |
 //! | [`validation`] | turning a request body into a [`validation::NewOrder`] or a precise 4xx |
 //! | [`store`] | the tables and every SQL statement |
-//! | [`payments`] | the consumer of payment outcomes |
-//! | [`api`] | the HTTP routes |
-//! | [`startup`] | wiring it together: [`startup::Application`] |
+//! | [`handlers`] | what happens on `payment.succeeded` and `payment.failed` |
+//! | [`routes`] | `POST /orders`, `GET /orders/{id}`, `GET /internal/reconcile` |
+//! | [`startup`] | [`startup::build`]: what it consumes and serves, as the kit's [`startup::Application`] |
+//!
+//! Run it alone with `cargo run -p orderflow-order --bin order-service`, or with the other
+//! four through `orderflow demo`.
 
-pub mod api;
 pub mod config;
-pub mod payments;
+pub mod handlers;
+pub mod routes;
 pub mod startup;
 pub mod store;
 pub mod validation;
-
-/// The service name: its consumer group, its log target, its default database file.
-pub const SERVICE_NAME: &str = "order";
-
-/// The port the HTTP API listens on unless `ORDERFLOW_HTTP_ADDR` says otherwise.
-pub const DEFAULT_PORT: u16 = 8080;

@@ -1,51 +1,26 @@
-//! Wiring: the kit's [`Service`] with the order service's tables, payment consumer and
-//! routes. [`Application::build`] does everything that can fail at start-up (database,
-//! migrations, broker, port), so a caller learns of a bad setting before anything runs.
+//! What the order service is made of: it consumes `payment.succeeded` and
+//! `payment.failed` with [`PaymentOutcomeHandler`] and serves [`routes`] (`POST /orders`
+//! among them). Connecting, migrating, binding, serving and stopping are the kit's
+//! ([`orderflow_kit::service`]).
 
-use std::{net::SocketAddr, sync::Arc};
+use std::sync::Arc;
 
-use axum::Router;
-use orderflow_kit::{service::Service, shutdown::CancellationToken};
+pub use orderflow_kit::service::Application;
+use orderflow_kit::service::Service;
 
 use crate::{
-    api::{self, AppState},
     config::OrderConfig,
-    payments::{self, PaymentOutcomes},
-    store,
+    handlers::{self, PaymentOutcomeHandler},
+    routes, store,
 };
 
-/// A built order service, ready to run.
-pub struct Application {
-    service: Service,
-    router: Router,
-}
-
-impl Application {
-    /// Connects and migrates the database, connects the broker, binds the port and
-    /// declares the payment consumer.
-    pub async fn build(config: OrderConfig) -> anyhow::Result<Application> {
-        let mut service = Service::start(config.service, store::MIGRATIONS).await?;
-        let options = service.consumer_options();
-        service.consume(
-            &payments::TOPICS,
-            Arc::new(PaymentOutcomes::new(service.db.clone())),
-            options,
-        );
-        let router = api::router(AppState {
-            db: service.db.clone(),
-            relay: service.relay.clone(),
-        });
-        Ok(Application { service, router })
-    }
-
-    /// Where the HTTP API listens (the real port when port 0 was asked for).
-    pub fn address(&self) -> SocketAddr {
-        self.service.address()
-    }
-
-    /// Serves HTTP, relays the outbox and consumes payment outcomes until `shutdown` is
-    /// cancelled, then stops in order (see [`Service::run`]).
-    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        self.service.run(self.router, shutdown).await
-    }
+/// Connects, migrates, binds and subscribes; nothing runs until
+/// [`Application::run_until_stopped`].
+pub async fn build(config: OrderConfig) -> anyhow::Result<Application> {
+    let mut service = Service::start(config.service, &store::MIGRATIONS).await?;
+    let handler = Arc::new(PaymentOutcomeHandler::new(service.db.clone()));
+    let options = service.consumer_options();
+    service.consume(&handlers::TOPICS, handler, options);
+    let router = routes::router(service.api_state());
+    Ok(service.with_routes(router))
 }

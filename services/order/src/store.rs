@@ -17,41 +17,22 @@ use orderflow_events::{
     domain::{Cents, Quantity, Sku},
     Event, LineItem, OrderPlaced,
 };
-use orderflow_kit::{db::Db, outbox};
+use orderflow_kit::{
+    db::{Db, Migrations},
+    outbox,
+};
 use serde::Serialize;
-use sqlx::{Any, AnyConnection, Row, Transaction};
+use sqlx::{Any, AnyConnection, FromRow, Transaction};
 use uuid::Uuid;
 
 use crate::validation::NewOrder;
 
-/// The service's own tables, created (if missing) at every start, after the kit's.
-pub const MIGRATIONS: &[&str] = &[
-    "CREATE TABLE IF NOT EXISTS orders (
-        order_id TEXT PRIMARY KEY,
-        user_id BIGINT NOT NULL,
-        phone TEXT NOT NULL,
-        total_cents BIGINT NOT NULL,
-        status TEXT NOT NULL,
-        placed_at TEXT NOT NULL,
-        updated_at TEXT NOT NULL,
-        idempotency_key TEXT UNIQUE,
-        request_fingerprint TEXT)",
-    "CREATE TABLE IF NOT EXISTS order_items (
-        order_id TEXT NOT NULL REFERENCES orders (order_id),
-        line_no BIGINT NOT NULL,
-        sku TEXT NOT NULL,
-        quantity BIGINT NOT NULL,
-        unit_price_cents BIGINT NOT NULL,
-        PRIMARY KEY (order_id, line_no))",
-    "CREATE TABLE IF NOT EXISTS order_history (
-        seq {serial} PRIMARY KEY,
-        order_id TEXT NOT NULL REFERENCES orders (order_id),
-        status TEXT NOT NULL,
-        event TEXT NOT NULL,
-        message_id TEXT,
-        at TEXT NOT NULL)",
-    "CREATE INDEX IF NOT EXISTS order_history_by_order ON order_history (order_id, seq)",
-];
+/// The service's tables: `migrations/postgres` and `migrations/sqlite` (one schema, each
+/// database's column types; see [`orderflow_kit::db`]), applied after the kit's at every start.
+pub static MIGRATIONS: Migrations = Migrations {
+    postgres: sqlx::migrate!("./migrations/postgres"),
+    sqlite: sqlx::migrate!("./migrations/sqlite"),
+};
 
 /// The statuses an order goes through.
 pub mod status {
@@ -64,7 +45,7 @@ pub mod status {
 }
 
 /// One entry of an order's history.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, FromRow)]
 pub struct HistoryEntry {
     /// The status the order moved to.
     pub status: String,
@@ -94,7 +75,7 @@ pub struct OrderView {
 }
 
 /// One order as `GET /internal/reconcile` lists it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, FromRow)]
 pub struct ReconcileRow {
     /// Its id.
     pub order_id: String,
@@ -236,22 +217,23 @@ pub async fn place(
     }))
 }
 
+/// The order an idempotency key was first used for, and the fingerprint of that request.
+#[derive(FromRow)]
+struct KeyedOrder {
+    #[sqlx(try_from = "String")]
+    order_id: Uuid,
+    request_fingerprint: Option<String>,
+}
+
 /// The order a key was first used for, with the fingerprint of that request.
 async fn find_by_key(db: &Db, key: &str) -> anyhow::Result<Option<(Uuid, String)>> {
-    let row = sqlx::query(
+    let row: Option<KeyedOrder> = sqlx::query_as(
         &db.sql("SELECT order_id, request_fingerprint FROM orders WHERE idempotency_key = $1"),
     )
     .bind(key)
     .fetch_optional(db.pool())
     .await?;
-    row.map(|row| {
-        Ok((
-            row.try_get::<String, _>("order_id")?.parse()?,
-            row.try_get::<Option<String>, _>("request_fingerprint")?
-                .unwrap_or_default(),
-        ))
-    })
-    .transpose()
+    Ok(row.map(|row| (row.order_id, row.request_fingerprint.unwrap_or_default())))
 }
 
 async fn replay(
@@ -305,7 +287,7 @@ async fn find_on(
     order_id: Uuid,
 ) -> anyhow::Result<Option<OrderView>> {
     let id = order_id.to_string();
-    let Some(row) = sqlx::query(
+    let Some(order): Option<StoredOrder> = sqlx::query_as(
         &db.sql("SELECT user_id, status, total_cents, placed_at FROM orders WHERE order_id = $1"),
     )
     .bind(&id)
@@ -314,64 +296,72 @@ async fn find_on(
     else {
         return Ok(None);
     };
-    let items = sqlx::query(&db.sql(
+    let items: Vec<StoredItem> = sqlx::query_as(&db.sql(
         "SELECT sku, quantity, unit_price_cents FROM order_items
          WHERE order_id = $1 ORDER BY line_no",
     ))
     .bind(&id)
     .fetch_all(&mut *connection)
-    .await?
-    .into_iter()
-    .map(|row| {
-        Ok(LineItem {
-            sku: Sku::parse(row.try_get::<String, _>("sku")?)?,
-            quantity: Quantity::parse(row.try_get("quantity")?)?,
-            unit_price_cents: Cents::parse(row.try_get("unit_price_cents")?)?,
-        })
-    })
-    .collect::<anyhow::Result<Vec<_>>>()?;
-    let history = sqlx::query(
+    .await?;
+    let history: Vec<HistoryEntry> = sqlx::query_as(
         &db.sql("SELECT status, event, at FROM order_history WHERE order_id = $1 ORDER BY seq"),
     )
     .bind(&id)
     .fetch_all(&mut *connection)
-    .await?
-    .into_iter()
-    .map(|row| {
-        Ok(HistoryEntry {
-            status: row.try_get("status")?,
-            event: row.try_get("event")?,
-            at: row.try_get("at")?,
-        })
-    })
-    .collect::<anyhow::Result<Vec<_>>>()?;
+    .await?;
     Ok(Some(OrderView {
         order_id,
-        user_id: u64::try_from(row.try_get::<i64, _>("user_id")?)?,
-        status: row.try_get("status")?,
-        total_cents: row.try_get("total_cents")?,
-        items,
-        placed_at: row.try_get("placed_at")?,
+        user_id: order.user_id,
+        status: order.status,
+        total_cents: order.total_cents,
+        items: items
+            .into_iter()
+            .map(LineItem::try_from)
+            .collect::<anyhow::Result<_>>()?,
+        placed_at: order.placed_at,
         history,
     }))
 }
 
+/// A row of `orders`, the columns an [`OrderView`] shows.
+#[derive(FromRow)]
+struct StoredOrder {
+    #[sqlx(try_from = "i64")]
+    user_id: u64,
+    status: String,
+    total_cents: i64,
+    placed_at: String,
+}
+
+/// A row of `order_items`: BIGINT columns on both databases.
+#[derive(FromRow)]
+struct StoredItem {
+    sku: String,
+    quantity: i64,
+    unit_price_cents: i64,
+}
+
+/// A stored line is checked again on the way out: a row written before a rule existed
+/// (or edited by hand) is reported, not passed on as a valid [`LineItem`].
+impl TryFrom<StoredItem> for LineItem {
+    type Error = anyhow::Error;
+
+    fn try_from(item: StoredItem) -> anyhow::Result<LineItem> {
+        Ok(LineItem {
+            sku: Sku::parse(item.sku)?,
+            quantity: Quantity::parse(item.quantity)?,
+            unit_price_cents: Cents::parse(item.unit_price_cents)?,
+        })
+    }
+}
+
 /// Every order's id, total and status, oldest first, for reconciliation.
 pub async fn reconcile_rows(db: &Db) -> anyhow::Result<Vec<ReconcileRow>> {
-    sqlx::query(
+    Ok(sqlx::query_as(
         &db.sql("SELECT order_id, total_cents, status FROM orders ORDER BY placed_at, order_id"),
     )
     .fetch_all(db.pool())
-    .await?
-    .into_iter()
-    .map(|row| {
-        Ok(ReconcileRow {
-            order_id: row.try_get("order_id")?,
-            total_cents: row.try_get("total_cents")?,
-            status: row.try_get("status")?,
-        })
-    })
-    .collect()
+    .await?)
 }
 
 /// What applying a payment outcome to an order did.

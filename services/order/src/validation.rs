@@ -30,7 +30,7 @@
 //! | `Idempotency-Key` header empty, too long or not visible ASCII | 400 | `Idempotency-Key` |
 //! | order id in a path not a UUID | 400 | `order_id` |
 
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderValue, StatusCode};
 use orderflow_events::{
     domain::{Cents, Phone, Quantity, Sku, TotalCents, UserId},
     LineItem,
@@ -66,7 +66,7 @@ pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
 /// its domain type, so a bad one fails here with the type's rule and its JSON path.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct OrderRequest {
+pub struct OrderRequest {
     user_id: UserId,
     phone: Phone,
     items: Vec<ItemRequest>,
@@ -156,6 +156,16 @@ impl std::fmt::Display for ValidationError {
 
 impl std::error::Error for ValidationError {}
 
+impl From<ApiError> for ValidationError {
+    fn from(error: ApiError) -> Self {
+        ValidationError {
+            status: error.status,
+            field: error.field,
+            message: error.message,
+        }
+    }
+}
+
 impl From<ValidationError> for ApiError {
     fn from(error: ValidationError) -> Self {
         ApiError {
@@ -166,107 +176,19 @@ impl From<ValidationError> for ApiError {
     }
 }
 
-/// Refuses a body that does not say it is JSON. Checked by hand (not by axum's `Json`) so
-/// the refusal is the same JSON error body as every other.
-pub fn require_json_content_type(headers: &HeaderMap) -> Result<(), ValidationError> {
-    let is_json = headers
-        .get(axum::http::header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.split(';').next())
-        .map(|mime| mime.trim().to_ascii_lowercase())
-        .is_some_and(|mime| {
-            mime == "application/json"
-                || (mime.starts_with("application/") && mime.ends_with("+json"))
-        });
-    if is_json {
-        Ok(())
-    } else {
-        Err(ValidationError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "Content-Type must be application/json",
-        ))
-    }
-}
-
-/// Parses and checks a `POST /orders` body.
+/// Parses and checks a `POST /orders` body the way the route does: the kit's JSON reading
+/// (which names the field a value fails in), then [`check`]. The route gets the same two
+/// steps from [`orderflow_kit::http::JsonBody`]; this is them without HTTP, for tests.
 pub fn parse_order(body: &[u8]) -> Result<NewOrder, ValidationError> {
     if body.len() > MAX_BODY_BYTES {
         return Err(ValidationError::too_large());
     }
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(ValidationError::new(
-            StatusCode::BAD_REQUEST,
-            "request body is empty: expected a JSON object with user_id, phone and items",
-        ));
-    }
-    let request = deserialize(body)?;
+    let request: OrderRequest = orderflow_kit::http::parse_json(body)?;
     check(request)
 }
 
-/// Reads the JSON, tracking the path to whatever fails so the error can name the field.
-fn deserialize(body: &[u8]) -> Result<OrderRequest, ValidationError> {
-    let mut deserializer = serde_json::Deserializer::from_slice(body);
-    let request: OrderRequest = serde_path_to_error::deserialize(&mut deserializer)
-        .map_err(|error| describe(error.path().to_string(), error.into_inner()))?;
-    // Anything after the object (`{…} {…}`) is malformed, not ignored.
-    deserializer
-        .end()
-        .map_err(|error| describe(String::new(), error))?;
-    Ok(request)
-}
-
-/// serde_json's error, turned into a status and a named field.
-fn describe(path: String, error: serde_json::Error) -> ValidationError {
-    use serde_json::error::Category;
-    let text = error.to_string();
-    // serde_json appends " at line L column C"; useful for syntax errors, noise for a
-    // field that is already named.
-    let message = text
-        .rfind(" at line ")
-        .map_or(text.as_str(), |position| &text[..position]);
-    match error.classify() {
-        Category::Syntax | Category::Eof | Category::Io => ValidationError::new(
-            StatusCode::BAD_REQUEST,
-            format!("request body is not valid JSON: {text}"),
-        ),
-        Category::Data => {
-            let parent = if path == "." { String::new() } else { path };
-            let child = |name: &str| {
-                if parent.is_empty() {
-                    name.to_owned()
-                } else {
-                    format!("{parent}.{name}")
-                }
-            };
-            if let Some(name) = backticked_after(message, "missing field `") {
-                ValidationError::invalid(child(name), format!("`{name}` is required"))
-            } else if let Some(name) = backticked_after(message, "unknown field `") {
-                // serde_path_to_error already puts the unknown key on the path.
-                let field = if parent.ends_with(name) {
-                    parent.clone()
-                } else {
-                    child(name)
-                };
-                ValidationError::invalid(field, message)
-            } else if parent.is_empty() {
-                ValidationError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    format!("request body must be a JSON object with user_id, phone and items: {message}"),
-                )
-            } else {
-                ValidationError::invalid(parent, message)
-            }
-        }
-    }
-}
-
-/// `name` from a message starting with `prefix` followed by `name` and a backtick.
-fn backticked_after<'a>(message: &'a str, prefix: &str) -> Option<&'a str> {
-    message.strip_prefix(prefix)?.split('`').next()
-}
-
 /// The rules about the lines together, which no single value's type can know.
-fn check(request: OrderRequest) -> Result<NewOrder, ValidationError> {
+pub fn check(request: OrderRequest) -> Result<NewOrder, ValidationError> {
     if request.items.is_empty() {
         return Err(ValidationError::invalid(
             "items",
@@ -596,22 +518,6 @@ mod tests {
             assert_eq!(error.status, StatusCode::BAD_REQUEST);
             assert_eq!(error.field.as_deref(), Some("Idempotency-Key"));
         }
-    }
-
-    #[test]
-    fn content_types() {
-        let mut headers = HeaderMap::new();
-        assert!(require_json_content_type(&headers).is_err());
-        headers.insert("content-type", HeaderValue::from_static("text/plain"));
-        assert_eq!(
-            require_json_content_type(&headers).unwrap_err().status,
-            StatusCode::UNSUPPORTED_MEDIA_TYPE
-        );
-        headers.insert(
-            "content-type",
-            HeaderValue::from_static("Application/JSON; charset=utf-8"),
-        );
-        assert!(require_json_content_type(&headers).is_ok());
     }
 
     #[test]

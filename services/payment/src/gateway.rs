@@ -23,28 +23,13 @@ use std::time::Duration;
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use orderflow_kit::db::Db;
-use sqlx::Row;
+use sqlx::FromRow;
 use uuid::Uuid;
 
 /// The reason given for orders above the card limit.
 pub const CARD_LIMIT_EXCEEDED: &str = "card limit exceeded";
 /// The reason given for orders the failure rate declines.
 pub const CARD_DECLINED: &str = "card declined";
-
-/// The gateway's books; created with the service's own tables.
-pub const MIGRATIONS: &[&str] = &[
-    // One row per idempotency key: a second request with the same key reads this row back
-    // instead of charging again. `outcome` is `succeeded` or `failed`.
-    "CREATE TABLE IF NOT EXISTS gateway_charges (
-        idempotency_key TEXT PRIMARY KEY,
-        order_id TEXT NOT NULL,
-        amount_cents BIGINT NOT NULL,
-        outcome TEXT NOT NULL,
-        reason TEXT,
-        payment_id TEXT,
-        decided_at TEXT NOT NULL)",
-    "CREATE INDEX IF NOT EXISTS gateway_charges_by_order ON gateway_charges (order_id)",
-];
 
 /// How the simulated gateway behaves.
 #[derive(Debug, Clone, PartialEq)]
@@ -148,7 +133,7 @@ impl Gateway {
         .execute(db.pool())
         .await
         .context("gateway: recording the charge")?;
-        let row = sqlx::query(&db.sql(
+        let row: StoredCharge = sqlx::query_as(&db.sql(
             "SELECT outcome, reason, payment_id, decided_at FROM gateway_charges
              WHERE idempotency_key = $1",
         ))
@@ -156,19 +141,17 @@ impl Gateway {
         .fetch_one(db.pool())
         .await
         .context("gateway: reading the charge back")?;
-        let at = DateTime::parse_from_rfc3339(&row.try_get::<String, _>("decided_at")?)?.into();
-        Ok(match row.try_get::<String, _>("outcome")?.as_str() {
+        let at = DateTime::parse_from_rfc3339(&row.decided_at)?.into();
+        Ok(match row.outcome.as_str() {
             "succeeded" => ChargeOutcome::Charged {
                 payment_id: row
-                    .try_get::<Option<String>, _>("payment_id")?
+                    .payment_id
                     .context("gateway: a charge without a payment id")?
                     .parse()?,
                 at,
             },
             _ => ChargeOutcome::Declined {
-                reason: row
-                    .try_get::<Option<String>, _>("reason")?
-                    .unwrap_or_else(|| CARD_DECLINED.to_owned()),
+                reason: row.reason.unwrap_or_else(|| CARD_DECLINED.to_owned()),
                 at,
             },
         })
@@ -183,6 +166,15 @@ impl Gateway {
         .fetch_one(self.db.pool())
         .await?)
     }
+}
+
+/// The gateway's answer to one key as it keeps it, read back after every request.
+#[derive(FromRow)]
+struct StoredCharge {
+    outcome: String,
+    reason: Option<String>,
+    payment_id: Option<String>,
+    decided_at: String,
 }
 
 /// Maps (seed, order id) to a number in `[0, 1)`, the same on every machine and every run
@@ -214,7 +206,7 @@ mod tests {
         let db = Db::connect(&format!("sqlite://{}/payment.db", dir.display()))
             .await
             .unwrap();
-        db.migrate(MIGRATIONS).await.unwrap();
+        db.migrate(&crate::store::MIGRATIONS).await.unwrap();
         (Gateway::new(settings, db), dir)
     }
 

@@ -11,7 +11,7 @@
 //! | [`store`] | the `payments` table and its queries |
 //! | [`handlers`] | what happens on `order.placed` |
 //! | [`routes`] | `GET /payments/{order_id}`, `GET /internal/reconcile` |
-//! | [`startup`] | [`startup::Application`]: build, then run until stopped |
+//! | [`startup`] | [`startup::build`]: what it consumes and serves, as the kit's [`startup::Application`] |
 //!
 //! Run it alone with `cargo run -p orderflow-payment --bin payment-service` (settings from
 //! the environment, see [`config`]), or with the other four through `orderflow demo`.

@@ -12,17 +12,17 @@
 
 use anyhow::Context;
 use orderflow_kit::{config, shutdown, telemetry};
-use orderflow_payment::{config::PaymentConfig, startup::Application};
+use orderflow_payment::{config::PaymentConfig, startup};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     // `payment-service healthcheck`: the container healthcheck asks /readyz and exits.
-    orderflow_kit::http::exit_if_healthcheck(8081);
+    orderflow_kit::http::exit_if_healthcheck(orderflow_payment::config::DEFAULT_PORT);
     telemetry::init();
     // A bad setting stops the start before anything connects, with one line naming the
     // variable: the fix is in the setting, not in the code, so no error chain or backtrace.
     let config = config::or_exit("payment-service", PaymentConfig::from_env());
-    let application = Application::build(config)
+    let application = startup::build(config)
         .await
         .context("starting the payment service")?;
     application.run_until_stopped(shutdown::on_signal()).await

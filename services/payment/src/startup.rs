@@ -1,55 +1,33 @@
-//! Building and running the payment service.
-//!
-//! [`Application::build`] does everything that can fail at start-up — database connected
-//! and migrated, broker connected, port bound — so a caller (the binary, `orderflow demo`,
-//! a test) learns of a bad setting before anything runs; [`Application::run_until_stopped`]
-//! then serves and consumes until the token is cancelled.
+//! What the payment service is made of: it consumes `order.placed` with
+//! [`OrderPlacedHandler`], which charges through the simulated [`Gateway`], and serves
+//! [`routes`]. Connecting, migrating, binding, serving and stopping are the kit's
+//! ([`orderflow_kit::service`]).
 
-use std::net::SocketAddr;
-
-use axum::Router;
 use orderflow_events::topics;
-use orderflow_kit::{service::Service, shutdown::CancellationToken};
+pub use orderflow_kit::service::Application;
+use orderflow_kit::service::Service;
 
 use crate::{
     config::PaymentConfig,
-    gateway::{self, Gateway},
+    gateway::Gateway,
     handlers::OrderPlacedHandler,
     routes::{self, ApiState},
     store,
 };
 
-/// A built, not yet running, payment service.
-pub struct Application {
-    service: Service,
-    router: Router,
-}
-
-impl Application {
-    /// Connects, migrates, binds and subscribes.
-    pub async fn build(config: PaymentConfig) -> anyhow::Result<Application> {
-        let migrations = [store::MIGRATIONS, gateway::MIGRATIONS].concat();
-        let mut service = Service::start(config.service, &migrations).await?;
-        let gateway = Gateway::new(config.gateway, service.db.clone());
-        let handler =
-            OrderPlacedHandler::new(service.db.clone(), service.relay.clone(), gateway.clone());
-        let options = service.consumer_options();
-        service.consume(&[topics::ORDER_PLACED], handler, options);
-        let router = routes::router(ApiState {
-            db: service.db.clone(),
-            relay: service.relay.clone(),
-            gateway,
-        });
-        Ok(Application { service, router })
-    }
-
-    /// Where the HTTP API listens (the real port when port 0 was asked for).
-    pub fn address(&self) -> SocketAddr {
-        self.service.address()
-    }
-
-    /// Serves and consumes until `shutdown` is cancelled, then stops gracefully.
-    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        self.service.run(self.router, shutdown).await
-    }
+/// Connects, migrates, binds and subscribes; nothing runs until
+/// [`Application::run_until_stopped`].
+pub async fn build(config: PaymentConfig) -> anyhow::Result<Application> {
+    let mut service = Service::start(config.service, &store::MIGRATIONS).await?;
+    let gateway = Gateway::new(config.gateway, service.db.clone());
+    let handler =
+        OrderPlacedHandler::new(service.db.clone(), service.relay.clone(), gateway.clone());
+    let options = service.consumer_options();
+    service.consume(&[topics::ORDER_PLACED], handler, options);
+    let router = routes::router(ApiState {
+        db: service.db.clone(),
+        relay: service.relay.clone(),
+        gateway,
+    });
+    Ok(service.with_routes(router))
 }

@@ -5,21 +5,17 @@
 //! different messages (a producer retry with a new envelope id) announce the same order.
 
 use chrono::{DateTime, Utc};
-use orderflow_kit::db::Db;
+use orderflow_kit::db::{Db, Migrations};
 use serde::Serialize;
-use sqlx::{any::AnyRow, Any, Row, Transaction};
+use sqlx::{Any, FromRow, Transaction};
 use uuid::Uuid;
 
-/// The service's own tables (the gateway's are in [`crate::gateway::MIGRATIONS`]).
-pub const MIGRATIONS: &[&str] = &["CREATE TABLE IF NOT EXISTS payments (
-        order_id TEXT PRIMARY KEY,
-        user_id BIGINT NOT NULL,
-        amount_cents BIGINT NOT NULL,
-        outcome TEXT NOT NULL,
-        reason TEXT,
-        payment_id TEXT,
-        message_id TEXT NOT NULL,
-        decided_at TEXT NOT NULL)"];
+/// The service's tables: `migrations/postgres` and `migrations/sqlite` (one schema, each
+/// database's column types; see [`orderflow_kit::db`]), applied after the kit's at every start.
+pub static MIGRATIONS: Migrations = Migrations {
+    postgres: sqlx::migrate!("./migrations/postgres"),
+    sqlite: sqlx::migrate!("./migrations/sqlite"),
+};
 
 /// `succeeded` or `failed`, as stored and reported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -98,7 +94,7 @@ pub async fn insert(
 
 /// The payment of `order_id`, if any.
 pub async fn find(db: &Db, order_id: Uuid) -> anyhow::Result<Option<Payment>> {
-    let row = sqlx::query(&db.sql(
+    let row: Option<StoredPayment> = sqlx::query_as(&db.sql(
         "SELECT order_id, user_id, amount_cents, outcome, reason, payment_id, message_id,
                 decided_at
          FROM payments WHERE order_id = $1",
@@ -106,27 +102,44 @@ pub async fn find(db: &Db, order_id: Uuid) -> anyhow::Result<Option<Payment>> {
     .bind(order_id.to_string())
     .fetch_optional(db.pool())
     .await?;
-    row.as_ref().map(payment_from_row).transpose()
+    row.map(Payment::try_from).transpose()
 }
 
-fn payment_from_row(row: &AnyRow) -> anyhow::Result<Payment> {
-    Ok(Payment {
-        order_id: row.try_get::<String, _>("order_id")?.parse()?,
-        user_id: u64::try_from(row.try_get::<i64, _>("user_id")?)?,
-        amount_cents: row.try_get("amount_cents")?,
-        outcome: PaymentOutcome::parse(&row.try_get::<String, _>("outcome")?)?,
-        reason: row.try_get("reason")?,
-        payment_id: row
-            .try_get::<Option<String>, _>("payment_id")?
-            .map(|id| id.parse())
-            .transpose()?,
-        message_id: row.try_get::<String, _>("message_id")?.parse()?,
-        decided_at: DateTime::parse_from_rfc3339(&row.try_get::<String, _>("decided_at")?)?.into(),
-    })
+/// A row of `payments` as stored: ids, outcome and time are text, the user a BIGINT.
+#[derive(FromRow)]
+struct StoredPayment {
+    #[sqlx(try_from = "String")]
+    order_id: Uuid,
+    #[sqlx(try_from = "i64")]
+    user_id: u64,
+    amount_cents: i64,
+    outcome: String,
+    reason: Option<String>,
+    payment_id: Option<String>,
+    #[sqlx(try_from = "String")]
+    message_id: Uuid,
+    decided_at: String,
+}
+
+impl TryFrom<StoredPayment> for Payment {
+    type Error = anyhow::Error;
+
+    fn try_from(stored: StoredPayment) -> anyhow::Result<Payment> {
+        Ok(Payment {
+            order_id: stored.order_id,
+            user_id: stored.user_id,
+            amount_cents: stored.amount_cents,
+            outcome: PaymentOutcome::parse(&stored.outcome)?,
+            reason: stored.reason,
+            payment_id: stored.payment_id.map(|id| id.parse()).transpose()?,
+            message_id: stored.message_id,
+            decided_at: DateTime::parse_from_rfc3339(&stored.decided_at)?.into(),
+        })
+    }
 }
 
 /// One line of the reconciliation report.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, FromRow)]
 pub struct ReconcileRow {
     /// The order.
     pub order_id: String,
@@ -138,21 +151,12 @@ pub struct ReconcileRow {
 
 /// Every payment with the gateway's charge count, for `GET /internal/reconcile`.
 pub async fn reconcile_rows(db: &Db) -> anyhow::Result<Vec<ReconcileRow>> {
-    let rows = sqlx::query(&db.sql(
+    Ok(sqlx::query_as(&db.sql(
         "SELECT p.order_id, p.outcome,
                 (SELECT COUNT(*) FROM gateway_charges g
                  WHERE g.order_id = p.order_id AND g.outcome = 'succeeded') AS charges
          FROM payments p ORDER BY p.order_id",
     ))
     .fetch_all(db.pool())
-    .await?;
-    rows.iter()
-        .map(|row| {
-            Ok(ReconcileRow {
-                order_id: row.try_get("order_id")?,
-                outcome: row.try_get("outcome")?,
-                charges: row.try_get("charges")?,
-            })
-        })
-        .collect()
+    .await?)
 }

@@ -10,7 +10,7 @@
 //! | [`store`] | the points ledger: one row per order, balances are its sums |
 //! | [`handlers`] | what happens on `payment.succeeded` |
 //! | [`routes`] | `GET /users/{id}/points`, `GET /internal/reconcile` |
-//! | [`startup`] | [`startup::Application`]: build, then run until stopped |
+//! | [`startup`] | [`startup::build`]: what it consumes and serves, as the kit's [`startup::Application`] |
 //!
 //! Run it alone with `cargo run -p orderflow-points --bin points-service`, or with the other
 //! four through `orderflow demo`.

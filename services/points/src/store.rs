@@ -5,23 +5,17 @@
 //! written, and reconciliation can compare each row with the order's total.
 
 use chrono::{DateTime, Utc};
-use orderflow_kit::db::Db;
+use orderflow_kit::db::{Db, Migrations};
 use serde::Serialize;
-use sqlx::{Any, Row, Transaction};
+use sqlx::{Any, FromRow, Transaction};
 use uuid::Uuid;
 
-/// The service's tables.
-pub const MIGRATIONS: &[&str] = &[
-    "CREATE TABLE IF NOT EXISTS points_ledger (
-        id {serial} PRIMARY KEY,
-        order_id TEXT NOT NULL UNIQUE,
-        user_id BIGINT NOT NULL,
-        points BIGINT NOT NULL,
-        amount_cents BIGINT NOT NULL,
-        message_id TEXT NOT NULL,
-        awarded_at TEXT NOT NULL)",
-    "CREATE INDEX IF NOT EXISTS points_ledger_by_user ON points_ledger (user_id)",
-];
+/// The service's tables: `migrations/postgres` and `migrations/sqlite` (one schema, each
+/// database's column types; see [`orderflow_kit::db`]), applied after the kit's at every start.
+pub static MIGRATIONS: Migrations = Migrations {
+    postgres: sqlx::migrate!("./migrations/postgres"),
+    sqlite: sqlx::migrate!("./migrations/sqlite"),
+};
 
 /// One award.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,7 +59,7 @@ pub async fn insert(
 }
 
 /// One line of a user's ledger, as `GET /users/{id}/points` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, FromRow)]
 pub struct LedgerEntry {
     /// The order the points are for.
     pub order_id: String,
@@ -77,26 +71,17 @@ pub struct LedgerEntry {
 
 /// A user's ledger, oldest first.
 pub async fn ledger_of(db: &Db, user_id: i64) -> anyhow::Result<Vec<LedgerEntry>> {
-    let rows = sqlx::query(&db.sql(
+    Ok(sqlx::query_as(&db.sql(
         "SELECT order_id, points, awarded_at FROM points_ledger
          WHERE user_id = $1 ORDER BY id",
     ))
     .bind(user_id)
     .fetch_all(db.pool())
-    .await?;
-    rows.iter()
-        .map(|row| {
-            Ok(LedgerEntry {
-                order_id: row.try_get("order_id")?,
-                points: row.try_get("points")?,
-                awarded_at: row.try_get("awarded_at")?,
-            })
-        })
-        .collect()
+    .await?)
 }
 
 /// One line of the reconciliation report.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, FromRow)]
 pub struct ReconcileRow {
     /// The order.
     pub order_id: String,
@@ -106,15 +91,9 @@ pub struct ReconcileRow {
 
 /// Every ledger row, for `GET /internal/reconcile`.
 pub async fn reconcile_rows(db: &Db) -> anyhow::Result<Vec<ReconcileRow>> {
-    let rows = sqlx::query(&db.sql("SELECT order_id, points FROM points_ledger ORDER BY id"))
-        .fetch_all(db.pool())
-        .await?;
-    rows.iter()
-        .map(|row| {
-            Ok(ReconcileRow {
-                order_id: row.try_get("order_id")?,
-                points: row.try_get("points")?,
-            })
-        })
-        .collect()
+    Ok(
+        sqlx::query_as(&db.sql("SELECT order_id, points FROM points_ledger ORDER BY id"))
+            .fetch_all(db.pool())
+            .await?,
+    )
 }

@@ -15,7 +15,7 @@
 //! | [`store`] | the `sms_messages` table: one row per order |
 //! | [`handlers`] | what happens on `payment.succeeded` |
 //! | [`routes`] | `GET /sms?order_id=`, `GET /internal/reconcile` |
-//! | [`startup`] | [`startup::Application`]: build, then run until stopped |
+//! | [`startup`] | [`startup::build`]: what it consumes and serves, as the kit's [`startup::Application`] |
 //!
 //! Run it alone with `cargo run -p orderflow-sms --bin sms-service`, or with the other four
 //! through `orderflow demo`.

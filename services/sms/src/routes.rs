@@ -10,20 +10,12 @@ use axum::{
     routing::get,
     Json, Router,
 };
-use orderflow_kit::{db::Db, http::ApiError, outbox::Relay, service};
+pub use orderflow_kit::service::ApiState;
+use orderflow_kit::{http::ApiError, service};
 use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::store::{self, SmsRecord};
-
-/// What the handlers share.
-#[derive(Clone)]
-pub struct ApiState {
-    /// The service's database.
-    pub db: Db,
-    /// Its outbox relay (for the pending count).
-    pub relay: Relay,
-}
 
 /// The routes, ready to be served.
 pub fn router(state: ApiState) -> Router {

@@ -5,20 +5,17 @@
 //! or is handled by two copies of the service.
 
 use chrono::{DateTime, Utc};
-use orderflow_kit::db::Db;
+use orderflow_kit::db::{Db, Migrations};
 use serde::Serialize;
-use sqlx::{any::AnyRow, Any, Row, Transaction};
+use sqlx::{Any, FromRow, Transaction};
 use uuid::Uuid;
 
-/// The service's tables.
-pub const MIGRATIONS: &[&str] = &["CREATE TABLE IF NOT EXISTS sms_messages (
-        id {serial} PRIMARY KEY,
-        order_id TEXT NOT NULL UNIQUE,
-        phone TEXT NOT NULL,
-        text TEXT NOT NULL,
-        instance TEXT NOT NULL,
-        message_id TEXT NOT NULL,
-        sent_at TEXT NOT NULL)"];
+/// The service's tables: `migrations/postgres` and `migrations/sqlite` (one schema, each
+/// database's column types; see [`orderflow_kit::db`]), applied after the kit's at every start.
+pub static MIGRATIONS: Migrations = Migrations {
+    postgres: sqlx::migrate!("./migrations/postgres"),
+    sqlite: sqlx::migrate!("./migrations/sqlite"),
+};
 
 /// How many texts `GET /sms` lists at most without an order id.
 pub const RECENT_LIMIT: i64 = 100;
@@ -77,36 +74,53 @@ pub async fn exists(db: &Db, order_id: Uuid) -> anyhow::Result<bool> {
 pub async fn list(db: &Db, order_id: Option<Uuid>) -> anyhow::Result<Vec<SmsRecord>> {
     const COLUMNS: &str = "SELECT order_id, phone, text, instance, message_id, sent_at
                            FROM sms_messages";
-    let rows = match order_id {
+    let rows: Vec<StoredSms> = match order_id {
         Some(order_id) => {
-            sqlx::query(&db.sql(&format!("{COLUMNS} WHERE order_id = $1 ORDER BY id")))
+            sqlx::query_as(&db.sql(&format!("{COLUMNS} WHERE order_id = $1 ORDER BY id")))
                 .bind(order_id.to_string())
                 .fetch_all(db.pool())
                 .await?
         }
         None => {
-            sqlx::query(&db.sql(&format!("{COLUMNS} ORDER BY id DESC LIMIT $1")))
+            sqlx::query_as(&db.sql(&format!("{COLUMNS} ORDER BY id DESC LIMIT $1")))
                 .bind(RECENT_LIMIT)
                 .fetch_all(db.pool())
                 .await?
         }
     };
-    rows.iter().map(record_from_row).collect()
+    rows.into_iter().map(SmsRecord::try_from).collect()
 }
 
-fn record_from_row(row: &AnyRow) -> anyhow::Result<SmsRecord> {
-    Ok(SmsRecord {
-        order_id: row.try_get::<String, _>("order_id")?.parse()?,
-        phone: row.try_get("phone")?,
-        text: row.try_get("text")?,
-        instance: row.try_get("instance")?,
-        message_id: row.try_get::<String, _>("message_id")?.parse()?,
-        sent_at: DateTime::parse_from_rfc3339(&row.try_get::<String, _>("sent_at")?)?.into(),
-    })
+/// A row of `sms_messages` as stored: ids and times are text on both databases.
+#[derive(FromRow)]
+struct StoredSms {
+    #[sqlx(try_from = "String")]
+    order_id: Uuid,
+    phone: String,
+    text: String,
+    instance: String,
+    #[sqlx(try_from = "String")]
+    message_id: Uuid,
+    sent_at: String,
+}
+
+impl TryFrom<StoredSms> for SmsRecord {
+    type Error = anyhow::Error;
+
+    fn try_from(stored: StoredSms) -> anyhow::Result<SmsRecord> {
+        Ok(SmsRecord {
+            order_id: stored.order_id,
+            phone: stored.phone,
+            text: stored.text,
+            instance: stored.instance,
+            message_id: stored.message_id,
+            sent_at: DateTime::parse_from_rfc3339(&stored.sent_at)?.into(),
+        })
+    }
 }
 
 /// One line of the reconciliation report.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, FromRow)]
 pub struct ReconcileRow {
     /// The order.
     pub order_id: String,
@@ -116,15 +130,9 @@ pub struct ReconcileRow {
 
 /// Every text, for `GET /internal/reconcile`.
 pub async fn reconcile_rows(db: &Db) -> anyhow::Result<Vec<ReconcileRow>> {
-    let rows = sqlx::query(&db.sql("SELECT order_id, instance FROM sms_messages ORDER BY id"))
-        .fetch_all(db.pool())
-        .await?;
-    rows.iter()
-        .map(|row| {
-            Ok(ReconcileRow {
-                order_id: row.try_get("order_id")?,
-                instance: row.try_get("instance")?,
-            })
-        })
-        .collect()
+    Ok(
+        sqlx::query_as(&db.sql("SELECT order_id, instance FROM sms_messages ORDER BY id"))
+            .fetch_all(db.pool())
+            .await?,
+    )
 }

@@ -2,9 +2,13 @@
 //!
 //! ```text
 //! Service::start(config, migrations)      database connected and migrated, broker connected
-//!   .consume(subscription, handler)       consumer loop per subscription (declared now)
-//!   .run(router, shutdown)                HTTP + /healthz + /readyz + outbox relay + consumers
+//!   .consume(topics, handler, options)    consumer loop per subscription (declared now)
+//!   .with_routes(router)                  an Application: built, not yet running
+//!   .run_until_stopped(shutdown)          HTTP + /healthz + /readyz + outbox relay + consumers
 //! ```
+//!
+//! Each service's `startup::build` is the part that is its own — which topics it consumes,
+//! at what rate, with which handler, and its routes — and returns an [`Application`].
 //!
 //! On shutdown: HTTP stops accepting, consumer loops finish and ack what they run, the
 //! relay publishes what is committed, the broker connection closes.
@@ -20,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     config::ServiceConfig,
     consumer::{self, ConsumerOptions, ConsumerStats, Handler},
-    db::Db,
+    db::{Db, Migrations},
     http::{self, Readiness},
     outbox::Relay,
     retry::{retry_start_up_step, RetryPolicy},
@@ -43,6 +47,42 @@ pub struct Service {
     consumers: Vec<(Subscription, Arc<dyn Handler>, ConsumerOptions)>,
 }
 
+/// What the HTTP handlers of a service share, the part every service has: its database,
+/// and its outbox relay — woken after a commit so the event goes out now rather than at the
+/// next poll, and counted for `/internal/reconcile`. A service that needs more (the payment
+/// service's gateway) wraps it in a state of its own.
+#[derive(Clone)]
+pub struct ApiState {
+    /// The service's database.
+    pub db: Db,
+    /// Its outbox relay.
+    pub relay: Relay,
+}
+
+/// A built service with its routes, not yet running (zero2prod's `Application`).
+///
+/// Building does everything that can fail at start-up — database connected and migrated,
+/// broker connected, port bound — so a caller (the binary, `orderflow demo`, a test) learns
+/// of a bad setting before anything runs; [`Application::run_until_stopped`] then serves
+/// and consumes until the token is cancelled.
+pub struct Application {
+    service: Service,
+    router: Router,
+}
+
+impl Application {
+    /// Where the HTTP API listens (the real port when port 0 was asked for).
+    pub fn address(&self) -> SocketAddr {
+        self.service.address()
+    }
+
+    /// Serves and consumes until `shutdown` is cancelled, then stops gracefully (see
+    /// [`Service::run`] for the order things stop in).
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        self.service.run(self.router, shutdown).await
+    }
+}
+
 /// Counters every service reports to `orderflow reconcile`.
 #[derive(Debug, Clone, Serialize, serde::Deserialize, Default, PartialEq, Eq)]
 pub struct CommonReport {
@@ -57,7 +97,7 @@ pub struct CommonReport {
 impl Service {
     /// Connects the database (migrating it) and the broker, and binds the HTTP port.
     /// The broker is retried for up to 60 s: in a compose stack it may start later.
-    pub async fn start(config: ServiceConfig, migrations: &[&str]) -> anyhow::Result<Service> {
+    pub async fn start(config: ServiceConfig, migrations: &Migrations) -> anyhow::Result<Service> {
         let listener = http::bind(config.http_addr).await?;
         let db = Db::connect(&config.database_url).await?;
         db.migrate(migrations).await?;
@@ -111,6 +151,22 @@ impl Service {
                 u16::try_from(options.concurrency.saturating_mul(4)).unwrap_or(u16::MAX),
             );
         self.consumers.push((subscription, handler, options));
+    }
+
+    /// The state its routes share.
+    pub fn api_state(&self) -> ApiState {
+        ApiState {
+            db: self.db.clone(),
+            relay: self.relay.clone(),
+        }
+    }
+
+    /// The service with its routes: built, ready to run.
+    pub fn with_routes(self, router: Router) -> Application {
+        Application {
+            service: self,
+            router,
+        }
     }
 
     /// The counters every service reports.

@@ -7,7 +7,7 @@
 //!
 //! ```text
 //! let prepared = testkit::prepare("points", store);             // ServiceConfig + where data goes
-//! let application = Application::build(PointsConfig::new(prepared.config.clone())).await?;
+//! let application = startup::build(PointsConfig::new(prepared.config.clone())).await?;
 //! let app = testkit::launch(prepared, application.address(), |stop| {
 //!     tokio::spawn(application.run_until_stopped(stop))
 //! }).await;                                                      // ready: /readyz answered 200
@@ -207,4 +207,39 @@ async fn drop_database(server: &str, name: &str) {
             .await;
         let _ = connection.close().await;
     }
+}
+
+/// Turns each scenario `async fn name(store: Store)` into two tests, `sqlite::name` and
+/// `postgres::name`: one on a SQLite file, one on a fresh PostgreSQL database (skipped,
+/// or failed under CI, when `ORDERFLOW_DATABASE_URL` is unset — see [`Store::postgres`]).
+/// The two databases differ in locking, types and SQL dialect, so every behaviour a
+/// service promises is shown on both.
+///
+/// ```text
+/// use orderflow_kit::on_every_store;
+/// async fn awards_once_per_order(store: Store) { … }
+/// on_every_store!(awards_once_per_order, users_without_points_and_bad_ids);
+/// ```
+#[macro_export]
+macro_rules! on_every_store {
+    ($($scenario:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    super::$scenario($crate::testkit::Store::Sqlite).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    if let Some(store) = $crate::testkit::Store::postgres() {
+                        super::$scenario(store).await;
+                    }
+                }
+            )*
+        }
+    };
 }

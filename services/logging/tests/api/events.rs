@@ -191,31 +191,7 @@ async fn bad_queries_are_named(store: Store) {
     app.stop().await;
 }
 
-/// Each scenario on SQLite and, when configured, on PostgreSQL.
-macro_rules! on_every_store {
-    ($($scenario:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test]
-                async fn $scenario() {
-                    super::$scenario(super::Store::Sqlite).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test]
-                async fn $scenario() {
-                    if let Some(store) = super::Store::postgres() {
-                        super::$scenario(store).await;
-                    }
-                }
-            )*
-        }
-    };
-}
-
-on_every_store!(
+orderflow_kit::on_every_store!(
     stores_each_message_once_and_reads_the_journey_in_order,
     a_second_message_about_one_event_is_counted,
     bad_queries_are_named,

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use orderflow_kit::testkit;
 pub use orderflow_kit::testkit::{drain, Store, TestApp, PATIENCE};
-use orderflow_payment::{config::PaymentConfig, startup::Application};
+use orderflow_payment::{config::PaymentConfig, startup};
 
 /// Starts a payment service on `store`, with its configuration adjusted by `configure`.
 pub async fn spawn_app(store: Store, configure: impl FnOnce(&mut PaymentConfig)) -> TestApp {
@@ -13,7 +13,7 @@ pub async fn spawn_app(store: Store, configure: impl FnOnce(&mut PaymentConfig))
     let mut config = PaymentConfig::new(prepared.config.clone());
     config.gateway.latency = Duration::from_millis(1);
     configure(&mut config);
-    let application = Application::build(config)
+    let application = startup::build(config)
         .await
         .expect("the payment service builds");
     let address = application.address();

@@ -183,31 +183,7 @@ async fn bad_order_ids_are_named(store: Store) {
     app.stop().await;
 }
 
-/// Each scenario on SQLite and, when configured, on PostgreSQL.
-macro_rules! on_every_store {
-    ($($scenario:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test]
-                async fn $scenario() {
-                    super::$scenario(super::Store::Sqlite).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test]
-                async fn $scenario() {
-                    if let Some(store) = super::Store::postgres() {
-                        super::$scenario(store).await;
-                    }
-                }
-            )*
-        }
-    };
-}
-
-on_every_store!(
+orderflow_kit::on_every_store!(
     pays_once_however_often_the_order_arrives,
     declines_over_the_card_limit_with_the_reason,
     the_failure_rate_declines_with_card_declined,

@@ -18,7 +18,7 @@ use orderflow_kit::{
     testenv,
     testkit::{self, Store, TestApp, PATIENCE},
 };
-use orderflow_payment::{config::PaymentConfig, startup::Application};
+use orderflow_payment::{config::PaymentConfig, startup};
 use tokio::time::Instant;
 use uuid::Uuid;
 
@@ -33,7 +33,7 @@ async fn spawn_on(broker_url: String) -> (TestApp, String) {
     config.gateway.latency = std::time::Duration::from_millis(1);
     // Never decline: the good order must end as a payment, not depend on the dice.
     config.gateway.failure_rate = 0.0;
-    let application = Application::build(config)
+    let application = startup::build(config)
         .await
         .expect("the payment service builds");
     let address = application.address();

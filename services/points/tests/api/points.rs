@@ -133,31 +133,7 @@ async fn negative_amounts_are_dead_lettered(store: Store) {
     app.stop().await;
 }
 
-/// Each scenario on SQLite and, when configured, on PostgreSQL.
-macro_rules! on_every_store {
-    ($($scenario:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test]
-                async fn $scenario() {
-                    super::$scenario(super::Store::Sqlite).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test]
-                async fn $scenario() {
-                    if let Some(store) = super::Store::postgres() {
-                        super::$scenario(store).await;
-                    }
-                }
-            )*
-        }
-    };
-}
-
-on_every_store!(
+orderflow_kit::on_every_store!(
     awards_once_per_order,
     users_without_points_and_bad_ids,
     negative_amounts_are_dead_lettered,

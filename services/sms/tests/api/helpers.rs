@@ -3,14 +3,14 @@
 
 use orderflow_kit::testkit;
 pub use orderflow_kit::testkit::{drain, Store, TestApp};
-use orderflow_sms::{config::SmsConfig, startup::Application};
+use orderflow_sms::{config::SmsConfig, startup};
 
 /// Starts an SMS service on `store`, with its configuration adjusted by `configure`.
 pub async fn spawn_app(store: Store, configure: impl FnOnce(&mut SmsConfig)) -> TestApp {
     let prepared = testkit::prepare("sms", store);
     let mut config = SmsConfig::new(prepared.config.clone());
     configure(&mut config);
-    let application = Application::build(config)
+    let application = startup::build(config)
         .await
         .expect("the SMS service builds");
     let address = application.address();

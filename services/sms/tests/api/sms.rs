@@ -132,31 +132,7 @@ async fn bad_order_ids_are_named(store: Store) {
     app.stop().await;
 }
 
-/// Each scenario on SQLite and, when configured, on PostgreSQL.
-macro_rules! on_every_store {
-    ($($scenario:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test]
-                async fn $scenario() {
-                    super::$scenario(super::Store::Sqlite).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test]
-                async fn $scenario() {
-                    if let Some(store) = super::Store::postgres() {
-                        super::$scenario(store).await;
-                    }
-                }
-            )*
-        }
-    };
-}
-
-on_every_store!(
+orderflow_kit::on_every_store!(
     texts_once_per_order,
     a_burst_is_paced_to_the_gateway_rate,
     bad_order_ids_are_named,

@@ -6,35 +6,31 @@
 //! | `GET /orders/{id}` | `200` with the order, its items and its history; `404` / `400` |
 //! | `GET /internal/reconcile` | every order's id, total and status plus the kit's counters |
 //!
-//! Every error is the kit's [`ApiError`] body, `{"error": "...", "field": "..."}`; the
-//! rules are in [`crate::validation`]. `/healthz` and `/readyz` are added by the kit.
+//! Every error is the kit's [`ApiError`] body, `{"error": "...", "field": "..."}`. A
+//! `POST /orders` body is read by the kit's [`JsonBody`] (content type, size, JSON syntax,
+//! field types — each refusal naming the field), then checked against the order rules in
+//! [`crate::validation`]. `/healthz` and `/readyz` are added by the kit.
 
 use axum::{
-    body::Bytes,
-    extract::{rejection::BytesRejection, DefaultBodyLimit, Path, State},
+    extract::{DefaultBodyLimit, Path, State},
     http::{header, HeaderMap, HeaderValue, StatusCode},
     response::{IntoResponse, Response},
     routing::{get, post},
     Json, Router,
 };
-use orderflow_kit::{db::Db, http::ApiError, outbox::Relay, service};
+pub use orderflow_kit::service::ApiState;
+use orderflow_kit::{
+    http::{ApiError, JsonBody},
+    service,
+};
 
 use crate::{
     store::{self, OrderView, PlaceError, Placed},
-    validation::{self, ValidationError, IDEMPOTENCY_KEY_HEADER, MAX_BODY_BYTES},
+    validation::{self, OrderRequest, IDEMPOTENCY_KEY_HEADER, MAX_BODY_BYTES},
 };
 
-/// What the handlers share.
-#[derive(Clone)]
-pub struct AppState {
-    /// The order service's database.
-    pub db: Db,
-    /// Woken after an order commits, so its event goes out now rather than at the next poll.
-    pub relay: Relay,
-}
-
 /// The routes, with the body limit and a JSON 404 for anything else.
-pub fn router(state: AppState) -> Router {
+pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/orders", post(place_order))
         .route("/orders/{id}", get(get_order))
@@ -47,29 +43,19 @@ pub fn router(state: AppState) -> Router {
 
 /// `POST /orders`.
 async fn place_order(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    // The kit's extractor, not axum's Json: its refusals are JSON and name the field.
+    JsonBody(request): JsonBody<OrderRequest>,
 ) -> Result<Response, ApiError> {
-    validation::require_json_content_type(&headers)?;
-    // Bytes rather than axum's Json: its rejections are plain text, ours say which field.
-    let body = body.map_err(|rejection| match rejection.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => ValidationError::too_large().into(),
-        status => ApiError::new(
-            status,
-            format!("could not read the request body: {rejection}"),
-        ),
-    })?;
     let key = validation::idempotency_key(headers.get(IDEMPOTENCY_KEY_HEADER))?;
-    let order = validation::parse_order(&body)?;
+    let order = validation::check(request)?;
     let placed = store::place(&state.db, &order, key.as_deref())
         .await
         .map_err(|error| match error {
-            PlaceError::KeyReused => ApiError {
-                status: StatusCode::CONFLICT,
-                message: error.to_string(),
-                field: Some("Idempotency-Key".to_owned()),
-            },
+            PlaceError::KeyReused => {
+                ApiError::with_field(StatusCode::CONFLICT, "Idempotency-Key", error.to_string())
+            }
             PlaceError::Database(error) => ApiError::internal(format!("{error:#}")),
         })?;
     let (view, replayed) = match placed {
@@ -101,7 +87,7 @@ fn accepted(view: OrderView, replayed: bool) -> Response {
 
 /// `GET /orders/{id}`.
 async fn get_order(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     Path(id): Path<String>,
 ) -> Result<Json<OrderView>, ApiError> {
     let order_id = validation::order_id(&id)?;
@@ -113,7 +99,7 @@ async fn get_order(
 }
 
 /// `GET /internal/reconcile`.
-async fn reconcile(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+async fn reconcile(State(state): State<ApiState>) -> Result<Json<serde_json::Value>, ApiError> {
     let rows = store::reconcile_rows(&state.db).await;
     service::reconcile_answer(&state.db, &state.relay, "orders", rows).await
 }

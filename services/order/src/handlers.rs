@@ -24,19 +24,19 @@ pub const TOPICS: [&str; 2] = [
 ];
 
 /// Applies payment outcomes to orders.
-pub struct PaymentOutcomes {
+pub struct PaymentOutcomeHandler {
     db: Db,
 }
 
-impl PaymentOutcomes {
+impl PaymentOutcomeHandler {
     /// A handler writing to the order service's database.
     pub fn new(db: Db) -> Self {
-        PaymentOutcomes { db }
+        PaymentOutcomeHandler { db }
     }
 }
 
 #[async_trait]
-impl Handler for PaymentOutcomes {
+impl Handler for PaymentOutcomeHandler {
     async fn handle(&self, event: Event, envelope: &Envelope) -> Result<Outcome, HandlerError> {
         let (order_id, new_status, charged_cents) = match &event {
             Event::PaymentSucceeded(paid) => (paid.order_id, status::PAID, paid.amount_cents.get()),
