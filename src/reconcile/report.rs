@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use super::Stage;
+
 /// The verdict.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct Report {
@@ -17,7 +19,7 @@ pub struct Report {
     pub points_awarded: u64,
     /// Sum of points in the ledger.
     pub points_total: i64,
-    /// ⌊total / 100⌋ summed over paid orders.
+    /// What the points rule gives, summed over paid orders.
     pub points_expected: i64,
     /// SMS rows.
     pub sms_sent: u64,
@@ -30,16 +32,13 @@ pub struct Report {
     /// Messages dead-lettered, all services.
     pub dead_lettered: u64,
     /// Expected effects that are absent, per stage.
-    pub missing: BTreeMap<String, u64>,
+    pub missing: BTreeMap<Stage, u64>,
     /// Effects beyond the one expected, per stage.
-    pub doubled: BTreeMap<String, u64>,
+    pub doubled: BTreeMap<Stage, u64>,
     /// Wall time of the run that produced this (demo), if measured.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub elapsed_ms: Option<u64>,
 }
-
-/// The stages, in flow order.
-pub const STAGES: [&str; 5] = ["payment", "order_status", "points", "sms", "log"];
 
 impl Report {
     /// Nothing missing and nothing doubled.
@@ -85,12 +84,12 @@ impl Report {
             "  {:<28} {:>8} {:>8}\n",
             "stage", "missing", "doubled"
         ));
-        for stage in STAGES {
+        for stage in Stage::ALL {
             out.push_str(&format!(
                 "  {:<28} {:>8} {:>8}\n",
-                stage,
-                self.missing.get(stage).copied().unwrap_or(0),
-                self.doubled.get(stage).copied().unwrap_or(0)
+                stage.name(),
+                self.missing.get(&stage).copied().unwrap_or(0),
+                self.doubled.get(&stage).copied().unwrap_or(0)
             ));
         }
         if let Some(elapsed) = self.elapsed_ms {

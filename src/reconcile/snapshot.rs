@@ -1,8 +1,12 @@
 //! The five services' own reports (`GET /internal/reconcile`), read side by side.
+//!
+//! The rows are the services' own `store::ReconcileRow` types, deserialized from the JSON
+//! the same types were serialized to, and the counters are the kit's `CommonReport`.
 
 use std::collections::BTreeMap;
 
 use anyhow::Context;
+use orderflow_kit::service::CommonReport;
 use serde::Deserialize;
 
 /// Where the five services answer.
@@ -37,115 +41,58 @@ impl Endpoints {
     }
 }
 
-/// Counters every service reports (kit's `CommonReport`).
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct Common {
-    /// Redeliveries recognised and ignored.
-    pub duplicates_ignored: i64,
-    /// Messages dead-lettered.
-    pub dead_lettered: i64,
-    /// Outbox rows not yet published.
-    #[serde(default)]
-    pub outbox_pending: i64,
-}
-
-/// One order as the order service stores it.
-#[derive(Debug, Clone, Deserialize)]
-pub struct OrderRow {
-    /// The order id.
-    pub order_id: String,
-    /// Total in cents.
-    pub total_cents: i64,
-    /// `placed`, `paid` or `payment_failed`.
-    pub status: String,
-}
-
-/// One payment as the payment service stores it.
-#[derive(Debug, Clone, Deserialize)]
-pub struct PaymentRow {
-    /// The order paid for.
-    pub order_id: String,
-    /// `succeeded` or `failed`.
-    pub outcome: String,
-    /// How many times the gateway charged this order.
-    #[serde(default = "one")]
-    pub charges: i64,
-}
-
-fn one() -> i64 {
-    1
-}
-
-/// One ledger row of the points service.
-#[derive(Debug, Clone, Deserialize)]
-pub struct LedgerRow {
-    /// The order the points are for.
-    pub order_id: String,
-    /// How many.
-    pub points: i64,
-}
-
-/// One SMS of the SMS service.
-#[derive(Debug, Clone, Deserialize)]
-pub struct SmsRow {
-    /// The order it was about.
-    pub order_id: String,
-    /// Which SMS service instance sent it.
-    pub instance: String,
-}
-
-/// How often the logging service stored one kind of event for one order.
-#[derive(Debug, Clone, Deserialize)]
-pub struct LoggedRow {
-    /// The order.
-    pub order_id: String,
-    /// `OrderPlaced`, `PaymentSucceeded`, …
-    pub event_type: String,
-    /// How many stored.
-    pub count: i64,
-}
-
 /// The five reports.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     /// From the order service.
-    pub orders: Vec<OrderRow>,
+    pub orders: Vec<orderflow_order::store::ReconcileRow>,
     /// From the payment service.
-    pub payments: Vec<PaymentRow>,
+    pub payments: Vec<orderflow_payment::store::ReconcileRow>,
     /// From the points service.
-    pub ledger: Vec<LedgerRow>,
+    pub ledger: Vec<orderflow_points::store::ReconcileRow>,
     /// From the SMS service.
-    pub messages: Vec<SmsRow>,
+    pub messages: Vec<orderflow_sms::store::ReconcileRow>,
     /// From the logging service.
-    pub events: Vec<LoggedRow>,
+    pub events: Vec<orderflow_logging::store::ReconcileRow>,
     /// Each service's counters, by service name.
-    pub common: BTreeMap<String, Common>,
+    pub common: BTreeMap<String, CommonReport>,
 }
 
+impl Snapshot {
+    /// Outbox rows committed but not yet published, all services.
+    pub fn outbox_pending(&self) -> i64 {
+        self.common
+            .values()
+            .map(|common| common.outbox_pending)
+            .sum()
+    }
+}
+
+// What each service's `GET /internal/reconcile` answers: its rows under a key of its own.
 #[derive(Deserialize)]
-struct OrderReport {
-    orders: Vec<OrderRow>,
-    common: Common,
+struct OrderAnswer {
+    orders: Vec<orderflow_order::store::ReconcileRow>,
+    common: CommonReport,
 }
 #[derive(Deserialize)]
-struct PaymentReport {
-    payments: Vec<PaymentRow>,
-    common: Common,
+struct PaymentAnswer {
+    payments: Vec<orderflow_payment::store::ReconcileRow>,
+    common: CommonReport,
 }
 #[derive(Deserialize)]
-struct PointsReport {
-    ledger: Vec<LedgerRow>,
-    common: Common,
+struct PointsAnswer {
+    ledger: Vec<orderflow_points::store::ReconcileRow>,
+    common: CommonReport,
 }
 #[derive(Deserialize)]
-struct SmsReport {
-    messages: Vec<SmsRow>,
-    common: Common,
+struct SmsAnswer {
+    messages: Vec<orderflow_sms::store::ReconcileRow>,
+    common: CommonReport,
 }
 #[derive(Deserialize)]
-struct LoggingReport {
-    events: Vec<LoggedRow>,
-    common: Common,
+struct LoggingAnswer {
+    events: Vec<orderflow_logging::store::ReconcileRow>,
+    common: CommonReport,
 }
 
 async fn get<T: for<'de> Deserialize<'de>>(
@@ -155,6 +102,7 @@ async fn get<T: for<'de> Deserialize<'de>>(
     let url = format!("{}/internal/reconcile", base.trim_end_matches('/'));
     client
         .get(&url)
+        .timeout(std::time::Duration::from_secs(30))
         .send()
         .await
         .with_context(|| format!("GET {url}"))?
@@ -168,11 +116,11 @@ async fn get<T: for<'de> Deserialize<'de>>(
 /// Reads all five reports.
 pub async fn fetch(client: &reqwest::Client, endpoints: &Endpoints) -> anyhow::Result<Snapshot> {
     let (order, payment, points, sms, logging) = tokio::try_join!(
-        get::<OrderReport>(client, &endpoints.order),
-        get::<PaymentReport>(client, &endpoints.payment),
-        get::<PointsReport>(client, &endpoints.points),
-        get::<SmsReport>(client, &endpoints.sms),
-        get::<LoggingReport>(client, &endpoints.logging),
+        get::<OrderAnswer>(client, &endpoints.order),
+        get::<PaymentAnswer>(client, &endpoints.payment),
+        get::<PointsAnswer>(client, &endpoints.points),
+        get::<SmsAnswer>(client, &endpoints.sms),
+        get::<LoggingAnswer>(client, &endpoints.logging),
     )?;
     Ok(Snapshot {
         orders: order.orders,

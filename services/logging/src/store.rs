@@ -102,7 +102,7 @@ fn event_from_row(row: &AnyRow) -> anyhow::Result<LoggedEvent> {
 }
 
 /// One line of the reconciliation report.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct ReconcileRow {
     /// The order.
     pub order_id: String,

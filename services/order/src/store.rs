@@ -91,7 +91,7 @@ pub struct OrderView {
 }
 
 /// One order as `GET /internal/reconcile` lists it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct ReconcileRow {
     /// Its id.
     pub order_id: String,

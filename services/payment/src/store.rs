@@ -126,7 +126,7 @@ fn payment_from_row(row: &AnyRow) -> anyhow::Result<Payment> {
 }
 
 /// One line of the reconciliation report.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct ReconcileRow {
     /// The order.
     pub order_id: String,

@@ -106,7 +106,7 @@ fn record_from_row(row: &AnyRow) -> anyhow::Result<SmsRecord> {
 }
 
 /// One line of the reconciliation report.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct ReconcileRow {
     /// The order.
     pub order_id: String,
