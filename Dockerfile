@@ -5,8 +5,9 @@
 #   docker build --build-arg BINARIES=prebuilt # copies binaries built on the host from dist/
 #
 # BINARIES picks the stage the runtime stage copies the binaries from; the stages not
-# picked (with `prebuilt`: chef, planner and source) are skipped. The runtime stage is the same either way: a small Debian with a
-# non-root user, no compiler, no shell tools beyond Debian's base.
+# picked (with `prebuilt`: chef, planner and source) are skipped. The runtime stage is the
+# same either way: a small Debian with a non-root user and CA certificates, no compiler,
+# no shell tools beyond Debian's base.
 
 ARG BINARIES=source
 ARG RUST_IMAGE=rust:1.95-bookworm
