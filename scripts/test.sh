@@ -42,7 +42,8 @@ export PATH="$(dirname "$CARGO_MACHETE_BIN"):$(dirname "$CARGO_DENY_BIN"):$PATH"
 log "cargo machete (unused dependencies)"
 cargo machete || { log "cargo machete: unused dependencies (see above)"; status=1; }
 advisory_dbs=${CARGO_HOME:-$HOME/.cargo}/advisory-dbs
-if [ -n "$(ls -A "$advisory_dbs" 2>/dev/null)" ]; then
+# A fetched database is a git checkout with a crates/ folder of advisories.
+if compgen -G "$advisory_dbs/*/crates" >/dev/null; then
   log "cargo deny check (advisories from the local copy in $advisory_dbs, not fetched)"
   cargo deny --offline check || { log "cargo deny: see above"; status=1; }
 else
