@@ -2,21 +2,21 @@
 # scripts/compose-test.sh — docker-compose.yml run for real: build, up, orders, reconcile.
 #
 # No Docker engine runs on the test machine and no image can be pulled, so the script
-# brings its own engine and images:
-#   - podman's Docker-compatible API (unix:///run/podman/podman.sock) under Debian's
-#     docker-compose 1.29, with runc and CNI networks (dnsname) — see ensure_engine;
-#   - a local Debian base image (debootstrap, made once and reused), stand-ins for the
-#     official postgres / rabbitmq / apache/kafka images built on it from
-#     docker/stand-ins/ (Debian's PostgreSQL and RabbitMQ, the host's tansu), and the
-#     orderflow image from the Dockerfile's `prebuilt` stage (binaries built on the host);
-#   - docker/compose.test.yml swaps those images in; the user's docker-compose.yml keeps
-#     the official ones. The published host ports are moved to free ones and the
-#     infrastructure's dropped (the host may run RabbitMQ, PostgreSQL and scripts/up.sh).
+# brings its own engine and images (scripts/lib/podman.sh): podman's Docker-compatible API
+# under Debian's docker-compose 1.29, a local Debian base image (debootstrap, made once),
+# stand-ins for the official postgres / rabbitmq / apache/kafka images built on it from
+# docker/stand-ins/ (Debian's PostgreSQL and RabbitMQ, the host's tansu), and the
+# orderflow image from the Dockerfile's `prebuilt` stage (binaries built on the host).
+# docker/compose.test*.yml swap those images in; the user's files keep the official ones.
+# The host ports are the compose files' own knobs (ORDERFLOW_*_PORT), set to free ones.
 #
-# Phases: RabbitMQ — up, 200 orders, exact; --scale sms=3, 300 orders with one SMS
-# container killed mid-run, every SMS container sent some, still exact; down -v. Kafka
-# (tansu) — up, 200 orders, exact; down -v. Podman runs no healthchecks by itself here,
-# so a pump runs `podman healthcheck run` for every container while the stack is up.
+# The orderflow CLI does the work: `orderflow place` places the demo's orders through the
+# order API's published port, `orderflow reconcile --wait-for N` waits until they settled
+# and says whether every effect happened exactly once.
+#
+# Phases: RabbitMQ (docker-compose.yml) — up, 200 orders, exact; --scale sms=3, 300
+# orders with one SMS container killed mid-run, every SMS container sent some, still
+# exact; down -v. Kafka (docker-compose.kafka.yml, tansu) — up, 200 orders, exact; down -v.
 #
 # Needs root (apt-get, rootful podman). Without it, or when a prerequisite cannot be
 # installed, the test is skipped with a message — unless CI=true: then it fails.
@@ -30,6 +30,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root_dir=$PWD
 source scripts/lib/brokers.sh
+source scripts/lib/podman.sh
 
 orders=${ORDERFLOW_COMPOSE_TEST_ORDERS:-200}
 scale_orders=${ORDERFLOW_COMPOSE_TEST_SCALE_ORDERS:-300}
@@ -42,25 +43,33 @@ test_image=localhost/orderflow-test:latest
 postgres_image=localhost/orderflow-standin-postgres:bookworm
 rabbitmq_image=localhost/orderflow-standin-rabbitmq:bookworm
 kafka_image=localhost/orderflow-standin-kafka:tansu-$TANSU_VERSION
-py=/usr/bin/python3
-[ -x "$py" ] || py=python3
+orderflow=$root_dir/target/release/orderflow
+
+# The compose files of each phase: the user's file, then the test's image swaps.
+rabbitmq_files=(-f docker-compose.yml -f docker/compose.test.yml -f docker/compose.test.rabbitmq.yml)
+kafka_files=(-f docker-compose.kafka.yml -f docker/compose.test.yml -f docker/compose.test.kafka.yml)
+current_files=("${rabbitmq_files[@]}")
 
 export DOCKER_HOST=unix://$socket
 export ORDERFLOW_TEST_IMAGE=$test_image ORDERFLOW_TEST_BASE_IMAGE=$base_image
 export ORDERFLOW_TEST_POSTGRES_IMAGE=$postgres_image ORDERFLOW_TEST_RABBITMQ_IMAGE=$rabbitmq_image
 export ORDERFLOW_TEST_KAFKA_IMAGE=$kafka_image
-# docker-compose.yml reads these from the environment; the test runs its defaults.
+# The compose files read these from the environment; the test runs their defaults, except
+# the host ports: free ones, since the host may run RabbitMQ, PostgreSQL and scripts/up.sh.
 unset ORDERFLOW_BROKER ORDERFLOW_BINARIES ORDERFLOW_LOG_FORMAT RUST_LOG \
   ORDERFLOW_PAYMENT_LATENCY_MS ORDERFLOW_PAYMENT_FAILURE_RATE ORDERFLOW_PAYMENT_SEED \
   ORDERFLOW_SMS_RATE_PER_S ORDERFLOW_SMS_LATENCY_MS \
   COMPOSE_FILE COMPOSE_PROFILES COMPOSE_PROJECT_NAME
+for port in ORDERFLOW_ORDER_PORT ORDERFLOW_LOGGING_PORT ORDERFLOW_RABBITMQ_PORT \
+  ORDERFLOW_RABBITMQ_UI_PORT ORDERFLOW_KAFKA_PORT; do
+  export "$port=$(free_port)"
+done
 
 run_dir=$(mktemp -d /tmp/orderflow-compose-test.XXXXXX)
 started_at=$(date +%s)
 phase_name="" phase_started=0
 phase_report=()
 pump_pid="" placer_pid="" service_pid="" dist_created="" failed_reason=""
-current_profile_args=()
 
 # --- reporting --------------------------------------------------------------------------
 
@@ -96,8 +105,7 @@ phase_end() {
 # --- cleanup ----------------------------------------------------------------------------
 
 compose() {
-  docker-compose -p "$project" --project-directory "$root_dir" -f "$run_dir/compose.yml" \
-    "${current_profile_args[@]}" "$@"
+  docker-compose -p "$project" --project-directory "$root_dir" "${current_files[@]}" "$@"
 }
 
 project_containers() {
@@ -129,9 +137,8 @@ stop_pid() {
 }
 
 take_down() {
-  [ -e "$run_dir/compose.yml" ] || return 0
-  timeout 180 docker-compose -p "$project" --project-directory "$root_dir" -f "$run_dir/compose.yml" \
-    --profile kafka --profile tools down -v --remove-orphans >"$run_dir/down.log" 2>&1 ||
+  timeout 180 docker-compose -p "$project" --project-directory "$root_dir" "${current_files[@]}" \
+    --profile tools down -v --remove-orphans >"$run_dir/down.log" 2>&1 ||
     { cat "$run_dir/down.log" >&2; return 1; }
 }
 
@@ -170,85 +177,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# --- prerequisites ----------------------------------------------------------------------
-
-ensure_engine() {
-  [ "$(id -u)" = 0 ] || missing "needs root (apt-get, rootful podman)"
-  local packages=()
-  command -v podman >/dev/null || packages+=(podman)
-  command -v runc >/dev/null || [ -x /usr/sbin/runc ] || packages+=(runc)
-  command -v docker-compose >/dev/null || packages+=(docker-compose)
-  [ -x /usr/lib/cni/dnsname ] || packages+=(golang-github-containernetworking-plugin-dnsname)
-  command -v debootstrap >/dev/null || [ -x /usr/sbin/debootstrap ] || packages+=(debootstrap)
-  command -v strip >/dev/null || packages+=(binutils)
-  "$py" -c 'import yaml' 2>/dev/null || packages+=(python3-yaml)
-  if [ "${#packages[@]}" -gt 0 ]; then
-    ( apt_install "${packages[@]}" ) || missing "could not install ${packages[*]}"
-  fi
-
-  # crun fails on this kind of machine; runc works. No default ulimits (the host's apply).
-  # CNI with the dnsname plugin (dnsmasq) for DNS by service name: netavark's aardvark-dns
-  # 1.4 (bookworm) drops queries while it reloads for each container that starts
-  # (containers/aardvark-dns#389), so with five services starting at once one or two
-  # would time out connecting to postgres and be restarted ~30-50 s later.
-  local conf=/etc/containers/containers.conf marker="# written by orderflow scripts/compose-test.sh"
-  local wanted
-  wanted=$(printf '%s\n[containers]\ndefault_ulimits = []\n\n[engine]\nruntime = "runc"\n\n[network]\nnetwork_backend = "cni"\n' "$marker")
-  if [ ! -e "$conf" ] || { grep -qxF "$marker" "$conf" && [ "$(cat "$conf")" != "$wanted" ]; }; then
-    [ -z "$(podman ps -aq 2>/dev/null)" ] ||
-      missing "$conf needs writing (runc, CNI) but containers exist; remove them or write it yourself"
-    log "writing $conf (runtime runc, no default ulimits, CNI networks)"
-    mkdir -p /etc/containers
-    echo "$wanted" >"$conf"
-  elif ! grep -Eq '^[[:space:]]*runtime[[:space:]]*=[[:space:]]*"runc"' "$conf"; then
-    missing "$conf exists but does not set [engine] runtime = \"runc\" (crun fails here); add it"
-  elif ! grep -Eq '^[[:space:]]*network_backend[[:space:]]*=[[:space:]]*"cni"' "$conf"; then
-    log "warning: $conf does not set [network] network_backend = \"cni\"; with netavark's aardvark-dns 1.4 services may be restarted once at start"
-  fi
-
-  if [ "$(curl -fsS --max-time 5 --unix-socket "$socket" http://d/_ping 2>/dev/null)" != OK ]; then
-    log "starting the podman API service on $socket"
-    mkdir -p "$(dirname "$socket")"
-    podman system service --time=0 "unix://$socket" >"$run_dir/podman-service.log" 2>&1 &
-    service_pid=$!
-    local i
-    for ((i = 0; i < 100; i++)); do
-      [ "$(curl -fsS --max-time 5 --unix-socket "$socket" http://d/_ping 2>/dev/null)" = OK ] && break
-      sleep 0.1
-    done
-    [ "$(curl -fsS --max-time 5 --unix-socket "$socket" http://d/_ping 2>/dev/null)" = OK ] ||
-      { cat "$run_dir/podman-service.log" >&2; missing "the podman API service did not answer on $socket"; }
-  fi
-  docker-compose version --short >/dev/null || missing "docker-compose does not run"
-}
-
-# A minimal Debian bookworm, made with debootstrap once and kept as $base_image.
-ensure_base_image() {
-  podman image exists "$base_image" && return 0
-  log "making the local Debian base $base_image (debootstrap; once)"
-  local dir
-  dir=$(mktemp -d /var/tmp/orderflow-base.XXXXXX)
-  if ! debootstrap --variant=minbase bookworm "$dir" http://deb.debian.org/debian >"$run_dir/debootstrap.log" 2>&1; then
-    tail -20 "$run_dir/debootstrap.log" >&2
-    rm -rf "$dir"
-    missing "debootstrap of Debian bookworm failed (no network to deb.debian.org?)"
-  fi
-  rm -rf "$dir"/var/cache/apt/archives/*.deb "$dir"/var/lib/apt/lists/*
-  tar -C "$dir" -c . | podman import \
-    --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
-    --change 'CMD ["bash"]' - "$base_image" >"$run_dir/import.log" 2>&1 ||
-    { cat "$run_dir/import.log" >&2; fail "podman import of the Debian base failed"; }
-  rm -rf "$dir"
-}
-
-# podman build with its layer cache: quick when nothing changed.
-build_stand_in() {
-  local image=$1 dockerfile=$2 context=$3
-  log "building the stand-in $image"
-  podman build --layers -f "$dockerfile" --build-arg "BASE_IMAGE=$base_image" -t "$image" "$context" \
-    >"$run_dir/build-$(basename "$dockerfile").log" 2>&1 ||
-    { tail -30 "$run_dir/build-$(basename "$dockerfile").log" >&2; fail "building $image failed"; }
-}
+# --- images and binaries ----------------------------------------------------------------
 
 ensure_stand_ins() {
   build_stand_in "$postgres_image" docker/stand-ins/postgres.Dockerfile docker/stand-ins
@@ -274,83 +203,15 @@ stage_binaries() {
   done
 }
 
-# --- the stack --------------------------------------------------------------------------
-
-# docker-compose.yml + the override, merged by docker-compose itself, with the published
-# host ports moved to free ones (the order API's included) and the infrastructure's dropped.
-render() {
-  docker-compose -f docker-compose.yml -f docker/compose.test.yml config >"$run_dir/merged.yml" 2>"$run_dir/config.err" ||
-    { cat "$run_dir/config.err" >&2; fail "docker-compose config with the override failed"; }
-  "$py" - "$run_dir/merged.yml" "$run_dir/compose.yml" <<'PY'
-import socket, sys, yaml
-merged = yaml.safe_load(open(sys.argv[1]))
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-for name, service in merged["services"].items():
-    ports = service.get("ports")
-    if not ports:
-        continue
-    if name in ("postgres", "rabbitmq", "kafka"):
-        del service["ports"]
-        continue
-    moved = []
-    for port in ports:
-        # "127.0.0.1:8080:8080/tcp", as `docker-compose config` prints them.
-        host, _, target = str(port).rpartition(":")
-        ip = host.rpartition(":")[0] or "127.0.0.1"
-        moved.append(f"{ip}:{free_port()}:{target}")
-    service["ports"] = moved
-yaml.safe_dump(merged, open(sys.argv[2], "w"), sort_keys=False)
-PY
-}
-
 check_config() {
-  local out
-  out=$(docker-compose -f docker-compose.yml config -q 2>&1) || fail "docker-compose config (the user's file): $out"
-  [ -z "$out" ] || fail "docker-compose config (the user's file) warns: $out"
-  out=$(docker-compose -f docker-compose.yml -f docker/compose.test.yml --profile kafka --profile tools config -q 2>&1) ||
-    fail "docker-compose config with docker/compose.test.yml: $out"
-  [ -z "$out" ] || fail "docker-compose config with docker/compose.test.yml warns: $out"
-  out=$(ORDERFLOW_BROKER=kafka://kafka:9092 docker-compose -f docker-compose.yml --profile kafka config -q 2>&1) ||
-    fail "docker-compose --profile kafka config: $out"
-  log "docker-compose config: clean for docker-compose.yml, with the override, and with --profile kafka"
-}
-
-# Podman runs no healthchecks by itself here: run each container's every interval
-# (at least every 2 s), so that `service_healthy` and the health status come.
-health_pump() {
-  declare -A due=() interval=()
-  local id now seconds
-  while [ -e "$run_dir/pump.on" ]; do
-    now=$(date +%s)
-    for id in $(podman ps -q --filter "label=com.docker.compose.project=$project" --filter status=running 2>/dev/null); do
-      if [ -z "${interval[$id]:-}" ]; then
-        # {"Test":[…],"Interval":5000000000,…} or null
-        seconds=$(podman inspect --format '{{json .Config.Healthcheck}}' "$id" 2>/dev/null |
-          grep -o '"Interval":[0-9]*' | cut -d: -f2 || true)
-        if [ -z "$seconds" ]; then
-          interval[$id]=none
-        else
-          seconds=$(( seconds / 1000000000 ))
-          interval[$id]=$(( seconds > 2 ? seconds : 2 ))
-        fi
-      fi
-      [ "${interval[$id]}" = none ] && continue
-      [ "${due[$id]:-0}" -le "$now" ] || continue
-      due[$id]=$(( now + interval[$id] ))
-      timeout 60 podman healthcheck run "$id" >/dev/null 2>&1 &
-    done
-    sleep 1
+  local out files
+  for files in "-f docker-compose.yml" "-f docker-compose.kafka.yml" \
+    "${rabbitmq_files[*]}" "${kafka_files[*]}"; do
+    # shellcheck disable=SC2086 # the words of $files are the -f arguments
+    out=$(docker-compose $files --profile tools config -q 2>&1) || fail "docker-compose $files config: $out"
+    [ -z "$out" ] || fail "docker-compose $files config warns: $out"
   done
-  wait
-}
-
-start_pump() {
-  touch "$run_dir/pump.on"
-  health_pump &
-  pump_pid=$!
+  log "docker-compose config: clean for docker-compose.yml, docker-compose.kafka.yml and both with the test's overrides"
 }
 
 # Waits until every running container of the project is healthy and at least $1 run.
@@ -391,9 +252,9 @@ wait_healthy() {
 }
 
 compose_up() {
-  log "docker-compose ${current_profile_args[*]} up -d $*"
+  log "docker-compose up -d $*"
   timeout $((deadline + 60)) docker-compose -p "$project" --project-directory "$root_dir" \
-    -f "$run_dir/compose.yml" "${current_profile_args[@]}" up -d "$@" >"$run_dir/up.log" 2>&1 ||
+    "${current_files[@]}" up -d "$@" >"$run_dir/up.log" 2>&1 ||
     { cat "$run_dir/up.log" >&2; fail "docker-compose up -d $* failed"; }
 }
 
@@ -417,89 +278,71 @@ set_endpoints() {
   done
 }
 
-# One reconciliation as JSON into $run_dir/report.json; true when exact.
-reconcile_json() {
-  set_endpoints || return 2
-  target/release/orderflow reconcile --json >"$run_dir/report.json" 2>"$run_dir/reconcile.err"
+# --- the CLI doing the work -------------------------------------------------------------
+
+# json_number KEY [FILE]: the number under "KEY" in the report (the keys the report
+# uses are unique, and its numbers are plain integers).
+json_number() {
+  local json
+  json=$(<"${2:-$run_dir/report.json}")
+  [[ $json =~ \"$1\":([0-9]+) ]] || return 1
+  echo "${BASH_REMATCH[1]}"
 }
 
-report_field() { # report_field PYTHON-EXPRESSION over r (the report)
-  "$py" -c 'import json,sys; r=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$run_dir/report.json" "$1"
+# place FIRST COUNT [RATE/s]: the demo's orders FIRST.. through the order API's host port.
+place() {
+  local first=$1 count=$2 rate=${3:-}
+  "$orderflow" place --url "http://127.0.0.1:$ORDERFLOW_ORDER_PORT" --first "$first" \
+    --orders "$count" ${rate:+--rate "$rate"} >"$run_dir/place-$first.txt" 2>&1 ||
+    { cat "$run_dir/place-$first.txt" >&2; return 1; }
+  sed 's/^/    /' "$run_dir/place-$first.txt" >&2
 }
 
-# Polls until the reconciliation is exact and $1 orders are placed and settled.
+# wait_exact N: `orderflow reconcile --wait-for N`, the report in $run_dir/report.json.
 wait_exact() {
-  local expected=$1 started status
+  local expected=$1 started
   started=$(date +%s)
-  while :; do
-    status=0
-    reconcile_json || status=$?
-    if [ "$status" = 0 ] && [ "$(report_field 'r["placed"]')" -ge "$expected" ]; then
-      log "exact after $(( $(date +%s) - started )) s: $(report_field '"%d placed, %d paid, %d payment failed, %d SMS, %d events" % (r["placed"], r["paid"], r["payment_failed"], r["sms_sent"], r["events_logged"])')"
-      return 0
-    fi
-    if (( $(date +%s) - started >= deadline )); then
-      [ -s "$run_dir/report.json" ] && cat "$run_dir/report.json" >&2
-      cat "$run_dir/reconcile.err" >&2 2>/dev/null
-      fail "not exact within ${deadline} s ($expected orders expected)"
-    fi
-    sleep 1
-  done
+  set_endpoints || fail "a service has no running container to reconcile against"
+  "$orderflow" reconcile --wait-for "$expected" --deadline "$deadline" --json \
+    >"$run_dir/report.json" 2>"$run_dir/reconcile.err" ||
+    { cat "$run_dir/report.json" "$run_dir/reconcile.err" >&2; fail "not exact within ${deadline} s ($expected orders expected)"; }
+  log "exact after $(( $(date +%s) - started )) s: $(json_number placed) placed, $(json_number paid) paid, $(json_number payment_failed) payment failed, $(json_number sms_sent) SMS, $(json_number events_logged) events"
 }
 
 # The user's own way, inside the compose network: docker-compose run --rm reconcile.
 reconcile_in_network() {
   log "docker-compose run --rm reconcile"
-  timeout 120 docker-compose -p "$project" --project-directory "$root_dir" -f "$run_dir/compose.yml" \
-    "${current_profile_args[@]}" run --rm reconcile >"$run_dir/reconcile.txt" 2>&1 ||
+  timeout 120 docker-compose -p "$project" --project-directory "$root_dir" "${current_files[@]}" \
+    run --rm reconcile >"$run_dir/reconcile.txt" 2>&1 ||
     { cat "$run_dir/reconcile.txt" >&2; fail "docker-compose run --rm reconcile: not exact"; }
   sed 's/^/    /' "$run_dir/reconcile.txt" >&2
 }
 
-# Places orders through the order container's published port: place START COUNT [RATE/s].
-# The demo's orders (every tenth over the card limit), an Idempotency-Key each, retried.
-place() {
-  local start=$1 count=$2 rate=${3:-0} port
-  port=$(compose port order 8080 | awk -F: '{print $NF}')
-  [ -n "$port" ] || fail "the order service publishes no port"
-  "$py" - "http://127.0.0.1:$port/orders" "$start" "$count" "$rate" <<'PY'
-import concurrent.futures, json, sys, threading, time, urllib.request, uuid
-url, start, count, rate = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
-SKUS = ["green-tea-250g", "oolong-100g", "teapot", "cups-x4"]
-def demo_order(index):  # as src/demo.rs demo_order
-    over = index % 10 == 9
-    items = [{"sku": SKUS[(index + i) % 4], "quantity": 1 + (index + i) % 3,
-              "unit_price_cents": 1_200_000 if over else 990 + 1_000 * ((index * 7 + i) % 20)}
-             for i in range(1 + index % 3)]
-    return {"user_id": 1 + index % 50, "phone": "+86138%08d" % (index % 100_000_000), "items": items}
-def place(index):
-    body = json.dumps(demo_order(index)).encode()
-    key = str(uuid.uuid4())
-    for attempt in range(1, 8):
-        request = urllib.request.Request(url, data=body, method="POST", headers={
-            "content-type": "application/json", "Idempotency-Key": key})
-        try:
-            with urllib.request.urlopen(request, timeout=30) as response:
-                return json.load(response)["order_id"]
-        except urllib.error.HTTPError as error:
-            if 400 <= error.code < 500:
-                raise SystemExit(f"order {index} refused: {error.code} {error.read()[:200]!r}")
-            last = error
-        except OSError as error:
-            last = error
-        time.sleep(0.2 * attempt)
-    raise SystemExit(f"order {index}: {last}")
-began = time.time()
-with concurrent.futures.ThreadPoolExecutor(16) as pool:
-    futures = []
-    for n, index in enumerate(range(start, start + count)):
-        if rate > 0:
-            time.sleep(max(0.0, began + n / rate - time.time()))
-        futures.append(pool.submit(place, index))
-    ids = [future.result() for future in futures]
-assert len(set(ids)) == count, "an order id came back twice"
-print(f"placed {count} orders in {time.time() - began:.1f} s", file=sys.stderr)
-PY
+# check_sms_spread HOSTNAME…: in $run_dir/report.json, every SMS container (by hostname)
+# sent some, no other instance sent any, and there is one SMS per paid order.
+check_sms_spread() {
+  local json by entry name ok=1 host known
+  json=$(<"$run_dir/report.json")
+  [[ $json =~ \"sms_by_instance\":\{([^\}]*)\} ]] || fail "the report has no sms_by_instance"
+  by=${BASH_REMATCH[1]}
+  log "SMS by instance (container hostname): ${by//\"/}"
+  for host in "$@"; do
+    if ! [[ $by =~ \"$host\":([0-9]+) ]] || [ "${BASH_REMATCH[1]}" -le 0 ]; then
+      log "SMS container $host sent none"; ok=0
+    fi
+  done
+  local entries
+  IFS=, read -ra entries <<<"$by"
+  for entry in "${entries[@]}"; do
+    name=${entry%%:*} name=${name//\"/} known=0
+    for host in "$@"; do [ "$name" = "$host" ] && known=1; done
+    [ "$known" = 1 ] || { log "SMS from an unknown instance: $name"; ok=0; }
+  done
+  if [ "$(json_number sms_sent)" != "$(json_number paid)" ]; then
+    log "$(json_number sms_sent) SMS for $(json_number paid) paid orders"; ok=0
+  fi
+  log "$(json_number sms_sent) SMS for $(json_number paid) paid orders, $(json_number duplicates_ignored) redeliveries ignored"
+  [ "$ok" = 1 ]
 }
 
 # --- the phases -------------------------------------------------------------------------
@@ -512,7 +355,7 @@ build_image() {
   local images_before containers_before
   images_before=$(podman images -q --filter dangling=true | sort)
   containers_before=$(podman ps -a -q --external | sort)
-  timeout 900 docker-compose -p "$project" --project-directory "$root_dir" -f "$run_dir/compose.yml" \
+  timeout 900 docker-compose -p "$project" --project-directory "$root_dir" "${current_files[@]}" \
     build order >"$run_dir/build.log" 2>&1 ||
     { tail -30 "$run_dir/build.log" >&2; fail "docker-compose build failed"; }
   comm -13 <(echo "$containers_before") <(podman ps -a -q --external --filter name=working-container | sort) |
@@ -522,9 +365,8 @@ build_image() {
 }
 
 rabbitmq_phase() {
+  current_files=("${rabbitmq_files[@]}")
   phase "rabbitmq: build the orderflow image"
-  current_profile_args=()
-  render
   build_image
 
   phase "rabbitmq: up -d, every container healthy"
@@ -533,16 +375,15 @@ rabbitmq_phase() {
   wait_healthy 7
 
   phase "rabbitmq: $orders orders, exact"
-  place 0 "$orders"
+  place 0 "$orders" || fail "placing $orders orders failed"
   wait_exact "$orders"
   reconcile_in_network
 
   phase "rabbitmq: --scale sms=3, $scale_orders orders, one SMS killed"
   compose_up --scale sms=3
   wait_healthy 9
-  local victim before_victim sms_before
+  local victim sms_before name report
   declare -A hostname_of=()
-  local name
   for name in $(podman ps --filter "label=com.docker.compose.project=$project" \
     --filter "label=com.docker.compose.service=sms" --format '{{.Names}}'); do
     hostname_of[$name]=$(podman inspect --format '{{.Config.Hostname}}' "$name")
@@ -550,15 +391,18 @@ rabbitmq_phase() {
   [ "${#hostname_of[@]}" = 3 ] || fail "--scale sms=3 runs ${#hostname_of[@]} SMS containers"
   victim=$(container_of sms 3)
   [ -n "${hostname_of[$victim]:-}" ] || fail "no container $victim"
-  reconcile_json || fail "reconcile before the scaled run failed"
-  sms_before=$(report_field 'r["sms_sent"]')
+  set_endpoints || fail "a service has no running container to reconcile against"
+  "$orderflow" reconcile --json >"$run_dir/report.json" 2>/dev/null || fail "reconcile before the scaled run: not exact"
+  sms_before=$(json_number sms_sent)
   # Orders at 60/s in the background, so that the SMS containers are busy when one dies.
   place "$orders" "$scale_orders" 60 &
   placer_pid=$!
   local waited=0 victim_sent=0
   while :; do
-    if reconcile_json || [ -s "$run_dir/report.json" ]; then
-      victim_sent=$(report_field "r['sms_by_instance'].get('${hostname_of[$victim]}', 0)")
+    # Not exact while orders are in flight (exit 1): only the numbers matter here.
+    report=$("$orderflow" reconcile --json 2>/dev/null || true)
+    if [[ $report =~ \"${hostname_of[$victim]}\":([0-9]+) ]]; then
+      victim_sent=${BASH_REMATCH[1]}
       [ "$victim_sent" -ge 3 ] && break
     fi
     waited=$((waited + 1))
@@ -566,32 +410,15 @@ rabbitmq_phase() {
     kill -0 "$placer_pid" 2>/dev/null || break
     sleep 0.1
   done
-  local placed_at_kill sms_at_kill
-  placed_at_kill=$(report_field 'r["placed"]')
-  sms_at_kill=$(( $(report_field 'r["sms_sent"]') - sms_before ))
+  echo "$report" >"$run_dir/at-kill.json"
   kill -0 "$placer_pid" 2>/dev/null ||
     fail "the $scale_orders orders were all placed before $victim had sent 3 SMS: no kill mid-run"
   podman kill "$victim" >/dev/null || fail "podman kill $victim failed"
-  log "killed $victim (hostname ${hostname_of[$victim]}) mid-run: it had sent $victim_sent SMS; $((placed_at_kill - orders)) of $scale_orders orders placed, $sms_at_kill SMS sent in this run so far"
+  log "killed $victim (hostname ${hostname_of[$victim]}) mid-run: it had sent $victim_sent SMS; $(( $(json_number placed "$run_dir/at-kill.json") - orders )) of $scale_orders orders placed, $(( $(json_number sms_sent "$run_dir/at-kill.json") - sms_before )) SMS sent in this run so far"
   wait "$placer_pid" || { placer_pid=""; fail "placing the $scale_orders orders failed"; }
   placer_pid=""
   wait_exact $((orders + scale_orders))
-  "$py" - "$run_dir/report.json" "${hostname_of[@]}" <<'PY' >&2 || fail "the SMS check failed (see above)"
-import json, sys
-report = json.load(open(sys.argv[1]))
-by_instance = report["sms_by_instance"]
-print("    SMS by instance (container hostname):", ", ".join(f"{k}={v}" for k, v in sorted(by_instance.items())))
-ok = True
-for hostname in sys.argv[2:]:
-    if by_instance.get(hostname, 0) <= 0:
-        print(f"    SMS container {hostname} sent none"); ok = False
-if report["sms_sent"] != report["paid"]:
-    print(f"    {report['sms_sent']} SMS for {report['paid']} paid orders"); ok = False
-if set(by_instance) - set(sys.argv[2:]):
-    print(f"    SMS from unknown instances: {sorted(set(by_instance) - set(sys.argv[2:]))}"); ok = False
-print(f"    {report['sms_sent']} SMS for {report['paid']} paid orders, {report['duplicates_ignored']} redeliveries ignored")
-sys.exit(0 if ok else 1)
-PY
+  check_sms_spread "${hostname_of[@]}" || fail "the SMS check failed (see above)"
   log "$victim after the run: $(podman inspect --format '{{.State.Status}} (restarts: {{.RestartCount}})' "$victim" 2>/dev/null)"
   reconcile_in_network
 
@@ -616,9 +443,7 @@ compose_down() {
   rm -f "$run_dir/pump.on"
   stop_pid "$pump_pid"
   pump_pid=""
-  timeout 180 docker-compose -p "$project" --project-directory "$root_dir" -f "$run_dir/compose.yml" \
-    --profile kafka --profile tools down -v --remove-orphans >"$run_dir/down.log" 2>&1 ||
-    { cat "$run_dir/down.log" >&2; fail "docker-compose down -v failed"; }
+  take_down || fail "docker-compose down -v failed"
   [ -z "$(project_containers)" ] || fail "containers left after down -v: $(project_containers | tr '\n' ' ')"
   [ -z "$(podman volume ls -q --filter "label=com.docker.compose.project=$project")" ] ||
     fail "volumes left after down -v"
@@ -627,24 +452,20 @@ compose_down() {
 }
 
 kafka_phase() {
-  export ORDERFLOW_BROKER=kafka://kafka:9092
-  current_profile_args=(--profile kafka)
+  current_files=("${kafka_files[@]}")
   phase "kafka: up -d (tansu), every container healthy"
-  render
   podman image exists "$test_image" || build_image
   start_pump
   compose_up
-  wait_healthy 8
+  wait_healthy 7
 
   phase "kafka: $orders orders, exact"
-  place 0 "$orders"
+  place 0 "$orders" || fail "placing $orders orders failed"
   wait_exact "$orders"
   reconcile_in_network
 
   phase "kafka: down -v"
   compose_down kafka
-  unset ORDERFLOW_BROKER
-  current_profile_args=()
 }
 
 # --- main -------------------------------------------------------------------------------
@@ -659,7 +480,6 @@ ensure_stand_ins
 phase "binaries: cargo build, dist/"
 stage_binaries
 # A stack of an earlier, interrupted run goes first.
-render
 [ -z "$(project_containers)" ] || { log "removing the stack an earlier run left"; take_down || true; }
 
 for name in $phases; do

@@ -5,9 +5,14 @@
 # tansu once into a cache and starts it on a free loopback port, then runs every test in
 # the workspace against them. Stops whatever it started. With CI=true a broker that cannot
 # be brought up fails the run; tests never skip there.
+#
+# Before the tests, the dependency checks: `cargo machete` (no unused dependency) and
+# `cargo deny` (licenses, bans, sources; advisories where the RustSec database is on the
+# machine — see deny.toml), both built once into the same cache as tansu.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/brokers.sh
+source scripts/lib/tools.sh
 
 run_dir=$(mktemp -d /tmp/orderflow-test.XXXXXX)
 tansu_pid=""
@@ -28,6 +33,26 @@ cleanup() {
 trap cleanup EXIT
 
 started_at=$(date +%s)
+status=0
+
+# --- the dependency checks ---------------------------------------------------------------
+ensure_cargo_machete
+ensure_cargo_deny
+export PATH="$(dirname "$CARGO_MACHETE_BIN"):$(dirname "$CARGO_DENY_BIN"):$PATH"
+log "cargo machete (unused dependencies)"
+cargo machete || { log "cargo machete: unused dependencies (see above)"; status=1; }
+advisory_dbs=${CARGO_HOME:-$HOME/.cargo}/advisory-dbs
+# A fetched database is a git checkout with a crates/ folder of advisories.
+if compgen -G "$advisory_dbs/*/crates" >/dev/null; then
+  log "cargo deny check (advisories from the local copy in $advisory_dbs, not fetched)"
+  cargo deny --offline check || { log "cargo deny: see above"; status=1; }
+else
+  log "cargo deny check licenses bans sources"
+  cargo deny --offline check licenses bans sources || { log "cargo deny: see above"; status=1; }
+  log "NOTE: advisories NOT checked: no RustSec database in $advisory_dbs (it is fetched from GitHub, which this machine cannot reach; run \`cargo deny fetch\` where it can)"
+fi
+
+# --- the tests ---------------------------------------------------------------------------
 ensure_rabbitmq
 ensure_postgres
 ensure_postgres_access
@@ -50,7 +75,7 @@ log "running every test (brokers: $ORDERFLOW_AMQP_URL, $ORDERFLOW_KAFKA_URL)"
 # Not under `set -e`: a failing test must still let the summary below print.
 set +e
 cargo test --workspace --all-targets --no-fail-fast "$@" 2>&1 | tee "$run_dir/cargo-test.log"
-status=${PIPESTATUS[0]}
+[ "${PIPESTATUS[0]}" = 0 ] || status=1
 set -e
 
 # docker-compose.yml for real: podman serves the Docker API, local stand-ins replace the

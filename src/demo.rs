@@ -12,11 +12,11 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use futures::StreamExt;
 use serde::Serialize;
 
 use crate::{
-    reconcile::{self, Report},
+    place::{place_orders, Plan},
+    reconcile::{wait_until_settled, Report, Settle},
     stack::{InProcessStack, StackOptions},
 };
 
@@ -87,16 +87,15 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
     }
 
     let started = Instant::now();
-    place_orders(&client, &endpoints.order, args.orders).await?;
+    place_orders(&client, &endpoints.order, Plan::burst(args.orders)).await?;
     let place_ms = started.elapsed().as_millis() as u64;
-    let mut report = wait_until_settled(
-        &client,
-        &endpoints,
-        args.orders,
-        Duration::from_secs(args.deadline_secs),
-        !args.json,
-    )
-    .await?;
+    let settle = Settle {
+        orders: args.orders,
+        deadline: Duration::from_secs(args.deadline_secs),
+        stalled_after: Some(Duration::from_secs(20)),
+        progress: !args.json,
+    };
+    let mut report = wait_until_settled(&client, &endpoints, &settle).await?;
     let elapsed = started.elapsed();
     report.elapsed_ms = Some(elapsed.as_millis() as u64);
     // Read before the stack stops: the embedded broker lives as long as its handles.
@@ -178,147 +177,6 @@ fn redact(url: &str) -> String {
     orderflow_kit::db::redact(url)
 }
 
-/// The `index`th demo order: a few users, one to three items; every tenth order is over
-/// the simulated card limit, so some payments fail by design.
-pub fn demo_order(index: usize) -> serde_json::Value {
-    let over_the_limit = index % 10 == 9;
-    const SKUS: [&str; 4] = ["green-tea-250g", "oolong-100g", "teapot", "cups-x4"];
-    let items: Vec<serde_json::Value> = (0..1 + index % 3)
-        .map(|item| {
-            let sku = SKUS[(index + item) % SKUS.len()];
-            serde_json::json!({
-                "sku": sku,
-                "quantity": 1 + (index + item) % 3,
-                "unit_price_cents": if over_the_limit { 1_200_000 } else { 990 + 1_000 * ((index * 7 + item) % 20) as i64 },
-            })
-        })
-        .collect();
-    serde_json::json!({
-        "user_id": 1 + index % 50,
-        "phone": format!("+86138{:08}", index % 100_000_000),
-        "items": items,
-    })
-}
-
-/// Places `count` orders through `POST /orders`, 32 at a time. Each request carries an
-/// Idempotency-Key, so a request retried after a network error cannot create a second order.
-pub async fn place_orders(
-    client: &reqwest::Client,
-    order_url: &str,
-    count: usize,
-) -> anyhow::Result<Vec<String>> {
-    let url = format!("{}/orders", order_url.trim_end_matches('/'));
-    let results: Vec<anyhow::Result<String>> = futures::stream::iter(0..count)
-        .map(|index| {
-            let url = url.clone();
-            async move {
-                let key = uuid::Uuid::now_v7().to_string();
-                let body = demo_order(index);
-                let mut attempt = 0;
-                loop {
-                    attempt += 1;
-                    let response = client
-                        .post(&url)
-                        .header("Idempotency-Key", &key)
-                        .json(&body)
-                        .timeout(Duration::from_secs(30))
-                        .send()
-                        .await;
-                    match response {
-                        Ok(response) if response.status().is_success() => {
-                            let body: serde_json::Value = response.json().await?;
-                            return body["order_id"]
-                                .as_str()
-                                .map(str::to_owned)
-                                .context("the order service answered without an order_id");
-                        }
-                        Ok(response) if response.status().is_client_error() => {
-                            anyhow::bail!(
-                                "order {index} refused: {} {}",
-                                response.status(),
-                                response.text().await.unwrap_or_default()
-                            )
-                        }
-                        failed if attempt < 5 => {
-                            tracing::warn!(
-                                ?failed,
-                                attempt,
-                                "placing an order failed; retrying with the same Idempotency-Key"
-                            );
-                            tokio::time::sleep(
-                                orderflow_kit::retry::RetryPolicy::default().backoff(attempt),
-                            )
-                            .await;
-                        }
-                        Ok(response) => anyhow::bail!("order {index}: {}", response.status()),
-                        Err(error) => return Err(error).context("POST /orders"),
-                    }
-                }
-            }
-        })
-        .buffer_unordered(32)
-        .collect()
-        .await;
-    results.into_iter().collect()
-}
-
-/// Polls the services until every order has reached its end state and every effect
-/// exists — or nothing has moved for 20 s (lost messages never arrive), or `deadline`.
-pub async fn wait_until_settled(
-    client: &reqwest::Client,
-    endpoints: &reconcile::Endpoints,
-    orders: usize,
-    deadline: Duration,
-    progress: bool,
-) -> anyhow::Result<Report> {
-    let started = Instant::now();
-    let mut last_change = Instant::now();
-    let mut last_missing = u64::MAX;
-    loop {
-        let snapshot = reconcile::fetch(client, endpoints).await?;
-        let report = reconcile::reconcile(&snapshot);
-        let settled = (report.paid + report.payment_failed) as usize;
-        let missing = report.missing_total();
-        let outbox_pending: i64 = snapshot
-            .common
-            .values()
-            .map(|common| common.outbox_pending)
-            .sum();
-        if progress {
-            let width = 30;
-            let filled = (settled * width / orders.max(1)).min(width);
-            eprint!(
-                "\r  [{}{}] {settled}/{orders} orders settled, {missing} effects pending   ",
-                "#".repeat(filled),
-                ".".repeat(width - filled)
-            );
-        }
-        let done = report.placed as usize >= orders && missing == 0 && outbox_pending == 0;
-        if missing != last_missing {
-            last_missing = missing;
-            last_change = Instant::now();
-        }
-        let stalled = last_change.elapsed() > Duration::from_secs(20);
-        if done || stalled || started.elapsed() > deadline {
-            if progress {
-                eprintln!();
-                if !done {
-                    eprintln!(
-                        "  stopped waiting: {}",
-                        if stalled {
-                            "nothing moved for 20 s"
-                        } else {
-                            "deadline reached"
-                        }
-                    );
-                }
-            }
-            return Ok(report);
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -330,21 +188,5 @@ mod tests {
         assert!(url.ends_with("?duplicate=0.2&reorder=0.1"), "{url}");
         assert!(broker_url("amqp://x", Some("drop=0.1")).is_err());
         assert!(broker_url("memory://", Some("drop")).is_err());
-    }
-
-    #[test]
-    fn every_tenth_demo_order_is_over_the_card_limit() {
-        let total = |order: &serde_json::Value| -> i64 {
-            order["items"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|item| {
-                    item["quantity"].as_i64().unwrap() * item["unit_price_cents"].as_i64().unwrap()
-                })
-                .sum()
-        };
-        assert!(total(&demo_order(9)) > 1_000_000);
-        assert!(total(&demo_order(3)) < 1_000_000);
     }
 }

@@ -1,15 +1,17 @@
 //! # orderflow
 //!
-//! The command line's library: everything `orderflow demo`, `orderflow reconcile` and
-//! `orderflow bench` do, usable from the end-to-end tests in `tests/`.
+//! The command line's library: everything `orderflow demo`, `orderflow place`,
+//! `orderflow reconcile` and `orderflow bench` do, usable from the end-to-end tests in `tests/`.
 //!
 //! - [`stack`] — the five services started in this process (the demo) or as separate
 //!   processes (the end-to-end tests, `scripts/up.sh`).
-//! - [`demo`] — places orders over HTTP and waits until the flow has settled.
+//! - [`demo`] — the stack in process, orders placed, the flow settled, reconciled.
+//! - [`place`] — the demo's orders, placed through the real HTTP API.
 //! - [`reconcile`] — reads every service's own store and says what is missing or doubled.
 //! - [`bench`] — the broker abstraction against the raw clients.
 
 pub mod bench;
 pub mod demo;
+pub mod place;
 pub mod reconcile;
 pub mod stack;

@@ -3,12 +3,17 @@
 //! ```text
 //! cargo run --release -- demo                         # the order flow on the embedded broker
 //! cargo run --release -- bench broker --broker URL    # abstraction vs raw client, msg/s
-//! orderflow reconcile [--json]                        # check running services (scripts/up.sh)
+//! orderflow place --url URL --orders N [--rate R]     # orders into running services
+//! orderflow reconcile [--wait-for N --deadline S] [--json]   # check running services
 //! ```
 //!
-//! `demo` and `reconcile` exit with status 1 when anything is missing or doubled.
+//! `demo` and `reconcile` exit with status 1 when anything is missing or doubled (and
+//! `reconcile --wait-for N` when fewer than N orders settled before the deadline); `place`
+//! when an order could not be placed.
 
-use orderflow::{bench, demo, reconcile};
+use std::time::Duration;
+
+use orderflow::{bench, demo, place, reconcile};
 
 use clap::{Parser, Subcommand};
 
@@ -26,9 +31,18 @@ struct Cli {
 enum Command {
     /// Runs the order flow in one process and shows what each service received.
     Demo(demo::Args),
+    /// Places the demo's orders through a running order service's HTTP API.
+    Place(place::Args),
     /// Checks running services: did every effect happen exactly once? Reads
     /// ORDERFLOW_{ORDER,PAYMENT,POINTS,SMS,LOGGING}_URL (default 127.0.0.1:8080–8084).
     Reconcile {
+        /// Wait until this many orders are stored and every one reached its end state with
+        /// every effect (or the deadline passed) before reconciling.
+        #[arg(long, value_name = "N")]
+        wait_for: Option<usize>,
+        /// How long `--wait-for` waits at most, in seconds.
+        #[arg(long, value_name = "S", default_value_t = 300, requires = "wait_for")]
+        deadline: u64,
         /// Print one JSON object instead of a table.
         #[arg(long)]
         json: bool,
@@ -76,7 +90,16 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
     };
     match cli.command {
         Command::Demo(args) => demo::run(args).await.map(exact),
-        Command::Reconcile { json } => reconcile_running(json).await.map(exact),
+        Command::Place(args) => place::run(args)
+            .await
+            .map(|()| std::process::ExitCode::SUCCESS),
+        Command::Reconcile {
+            wait_for,
+            deadline,
+            json,
+        } => reconcile_running(wait_for, Duration::from_secs(deadline), json)
+            .await
+            .map(exact),
         Command::Bench {
             what:
                 BenchCommand::Broker {
@@ -91,10 +114,29 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
     }
 }
 
-async fn reconcile_running(json: bool) -> anyhow::Result<bool> {
+/// `orderflow reconcile`: one reconciliation now, or (`--wait-for N`) the first one in which
+/// N orders have settled. `Ok(false)` when not exact, or when fewer than N are stored.
+async fn reconcile_running(
+    wait_for: Option<usize>,
+    deadline: Duration,
+    json: bool,
+) -> anyhow::Result<bool> {
     let endpoints = reconcile::Endpoints::from_env();
-    let snapshot = reconcile::fetch(&reqwest::Client::new(), &endpoints).await?;
-    let report = reconcile::reconcile(&snapshot);
+    let client = reqwest::Client::new();
+    let report = match wait_for {
+        None => reconcile::reconcile(&reconcile::fetch(&client, &endpoints).await?),
+        Some(orders) => {
+            let settle = reconcile::Settle {
+                orders,
+                deadline,
+                // Someone else places the orders, maybe slowly: only the deadline counts.
+                stalled_after: None,
+                progress: !json,
+            };
+            reconcile::wait_until_settled(&client, &endpoints, &settle).await?
+        }
+    };
+    let enough = wait_for.is_none_or(|orders| report.placed as usize >= orders);
     if json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
@@ -104,7 +146,14 @@ async fn reconcile_running(json: bool) -> anyhow::Result<bool> {
         );
         print!("{}", report.render());
     }
-    Ok(report.is_exact())
+    if !enough && !json {
+        println!(
+            "  NOT ENOUGH: {} orders stored, {} waited for",
+            report.placed,
+            wait_for.unwrap_or_default()
+        );
+    }
+    Ok(enough && report.is_exact())
 }
 
 async fn bench_broker(

@@ -1,20 +1,24 @@
-//! `docker-compose.yml`, checked without Docker: the file must stay in step with the
-//! binaries and with `scripts/up.sh` even on a machine where no container can run.
+//! `docker-compose.yml` and `docker-compose.kafka.yml`, checked without Docker: the files
+//! must stay in step with the binaries, with `scripts/up.sh` and with `.env.example` even on
+//! a machine where no container can run. Both take their services from
+//! `docker/services.yml` with `extends`, resolved here as compose resolves it.
 //!
 //! - every service has an image or a build, and a healthcheck;
+//! - on RabbitMQ the services wait for RabbitMQ, on Kafka for Kafka (and no RabbitMQ runs);
 //! - every `depends_on` waits for a service that exists and has a healthcheck;
 //! - every orderflow service runs a binary the workspace builds, and its healthcheck asks
 //!   that same binary;
 //! - every environment variable set on an orderflow service is one the code reads, and
 //!   every `ORDERFLOW_*` variable `scripts/up.sh` sets is one the compose file sets too;
-//! - no two published host ports clash, and the scaled consumers publish none.
+//! - no two published host ports clash, and the scaled consumers publish none;
+//! - every `${VARIABLE}` the files read is in `.env.example`, with the same default.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
     path::Path,
 };
 
-use serde_yaml::Value;
+use serde_norway::Value;
 
 const ORDERFLOW_SERVICES: [&str; 5] = ["order", "payment", "points", "sms", "logging"];
 /// Services `docker-compose up --scale NAME=3` must work for.
@@ -24,26 +28,83 @@ fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn compose() -> Value {
-    let text =
-        std::fs::read_to_string(root().join("docker-compose.yml")).expect("docker-compose.yml");
-    let mut value: Value = serde_yaml::from_str(&text).expect("docker-compose.yml is YAML");
+/// The two compose files a user runs.
+const RABBITMQ_FILE: &str = "docker-compose.yml";
+const KAFKA_FILE: &str = "docker-compose.kafka.yml";
+const FILES: [&str; 2] = [RABBITMQ_FILE, KAFKA_FILE];
+
+fn load(path: &Path) -> Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|_| panic!("{}", path.display()));
+    let mut value: Value = serde_norway::from_str(&text)
+        .unwrap_or_else(|error| panic!("{} is YAML: {error}", path.display()));
     // `<<: *service` merges, as docker-compose does.
     value.apply_merge().expect("merge keys resolve");
     value
 }
 
-fn services(compose: &Value) -> BTreeMap<String, Value> {
-    compose["services"]
+/// A compose file's services, each with its `extends` resolved.
+fn services_of(file: &str) -> BTreeMap<String, Value> {
+    let path = root().join(file);
+    load(&path)["services"]
         .as_mapping()
         .expect("a services mapping")
         .iter()
-        .map(|(name, service)| {
-            let mut service = service.clone();
-            service.apply_merge().expect("nested merge keys resolve");
-            (name.as_str().unwrap().to_owned(), service)
-        })
+        .map(|(name, service)| (name.as_str().unwrap().to_owned(), resolve(&path, service)))
         .collect()
+}
+
+/// `extends` as compose resolves it: the base service, with this one's keys on top
+/// (mappings such as `environment` merged entry by entry); `depends_on` is never taken
+/// from the base — docker-compose 1.29 refuses to extend a service that has one.
+fn resolve(file: &Path, service: &Value) -> Value {
+    let mut service = service.clone();
+    service.apply_merge().expect("nested merge keys resolve");
+    let Some(extends) = service.get("extends").cloned() else {
+        return service;
+    };
+    let base_file = file
+        .parent()
+        .unwrap()
+        .join(extends["file"].as_str().unwrap());
+    let base_name = extends["service"].as_str().unwrap();
+    let base = resolve(&base_file, &load(&base_file)["services"][base_name]);
+    assert!(
+        base.get("depends_on").is_none(),
+        "{} `{base_name}` has depends_on, so it cannot be extended",
+        base_file.display()
+    );
+    let mut merged = base.as_mapping().cloned().unwrap_or_default();
+    for (key, value) in service.as_mapping().unwrap() {
+        if key.as_str() == Some("extends") {
+            continue;
+        }
+        match (merged.get_mut(key), value) {
+            (Some(Value::Mapping(into)), Value::Mapping(entries)) => {
+                for (entry, entry_value) in entries {
+                    into.insert(entry.clone(), entry_value.clone());
+                }
+            }
+            _ => {
+                merged.insert(key.clone(), value.clone());
+            }
+        }
+    }
+    Value::Mapping(merged)
+}
+
+/// `${NAME:-default}` → `default`, as compose fills it in when NAME is unset.
+fn with_defaults(text: &str) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let end = rest[start..].find('}').expect("a closing brace") + start;
+        let inner = &rest[start + 2..end];
+        out.push_str(inner.split_once(":-").map_or("", |(_, default)| default));
+        rest = &rest[end + 1..];
+    }
+    out.push_str(rest);
+    out
 }
 
 fn strings(value: &Value) -> Vec<String> {
@@ -97,18 +158,50 @@ fn workspace_binaries() -> BTreeSet<String> {
 
 #[test]
 fn every_service_has_an_image_and_a_healthcheck_and_waits_for_healthy_dependencies() {
-    let compose = compose();
-    let services = services(&compose);
-    for service in ORDERFLOW_SERVICES
-        .iter()
-        .chain(&["postgres", "rabbitmq", "kafka"])
-    {
-        assert!(
-            services.contains_key(*service),
-            "docker-compose.yml has no `{service}`"
-        );
+    for (file, broker) in [(RABBITMQ_FILE, "rabbitmq"), (KAFKA_FILE, "kafka")] {
+        let services = services_of(file);
+        for service in ORDERFLOW_SERVICES.iter().chain(&["postgres", broker]) {
+            assert!(services.contains_key(*service), "{file} has no `{service}`");
+        }
+        every_service_is_complete(file, &services);
     }
-    for (name, service) in &services {
+}
+
+#[test]
+fn each_file_waits_for_its_own_broker_and_runs_no_other() {
+    for (file, broker, other) in [
+        (RABBITMQ_FILE, "rabbitmq", "kafka"),
+        (KAFKA_FILE, "kafka", "rabbitmq"),
+    ] {
+        let services = services_of(file);
+        assert!(!services.contains_key(other), "{file} runs `{other}` too");
+        for name in ORDERFLOW_SERVICES {
+            let dependencies: BTreeSet<&str> = services[name]["depends_on"]
+                .as_mapping()
+                .unwrap_or_else(|| panic!("{file}: `{name}` waits for nothing"))
+                .keys()
+                .map(|key| key.as_str().unwrap())
+                .collect();
+            assert_eq!(
+                dependencies,
+                BTreeSet::from(["postgres", broker]),
+                "{file}: `{name}` waits for PostgreSQL and {broker}"
+            );
+            let url = with_defaults(
+                services[name]["environment"]["ORDERFLOW_BROKER"]
+                    .as_str()
+                    .unwrap(),
+            );
+            assert!(
+                url.contains(&format!("@{broker}:")) || url.contains(&format!("://{broker}:")),
+                "{file}: `{name}` uses the broker {url}"
+            );
+        }
+    }
+}
+
+fn every_service_is_complete(file: &str, services: &BTreeMap<String, Value>) {
+    for (name, service) in services {
         assert!(
             service.get("image").is_some() || service.get("build").is_some(),
             "`{name}` has neither image nor build"
@@ -125,7 +218,7 @@ fn every_service_has_an_image_and_a_healthcheck_and_waits_for_healthy_dependenci
                 let dependency = dependency.as_str().unwrap();
                 assert!(
                     services.contains_key(dependency),
-                    "`{name}` depends on unknown `{dependency}`"
+                    "{file}: `{name}` depends on unknown `{dependency}`"
                 );
                 assert_eq!(
                     condition["condition"].as_str(),
@@ -137,7 +230,10 @@ fn every_service_has_an_image_and_a_healthcheck_and_waits_for_healthy_dependenci
     }
     // Infrastructure comes from official images with pinned versions.
     for infrastructure in ["postgres", "rabbitmq", "kafka"] {
-        let image = services[infrastructure]["image"].as_str().unwrap();
+        let Some(service) = services.get(infrastructure) else {
+            continue;
+        };
+        let image = service["image"].as_str().unwrap();
         let tag = image.split_once(':').map(|(_, tag)| tag).unwrap_or("");
         assert!(
             !tag.is_empty() && tag != "latest",
@@ -153,13 +249,13 @@ fn every_service_has_an_image_and_a_healthcheck_and_waits_for_healthy_dependenci
     assert_eq!(
         builders.len(),
         1,
-        "exactly one service builds the shared image: {builders:?}"
+        "{file}: exactly one service builds the shared image: {builders:?}"
     );
 }
 
 #[test]
 fn every_orderflow_service_runs_a_binary_the_workspace_builds() {
-    let services = services(&compose());
+    let services = services_of(RABBITMQ_FILE);
     let binaries = workspace_binaries();
     for name in ORDERFLOW_SERVICES {
         let service = &services[name];
@@ -186,7 +282,7 @@ fn every_orderflow_service_runs_a_binary_the_workspace_builds() {
 
 #[test]
 fn environment_names_are_the_ones_the_binaries_read_and_match_up_sh() {
-    let services = services(&compose());
+    let services = services_of(RABBITMQ_FILE);
     let code = sources();
     let mut compose_variables = BTreeSet::new();
     for name in ORDERFLOW_SERVICES.iter().chain(&["reconcile"]) {
@@ -237,17 +333,29 @@ fn environment_names_are_the_ones_the_binaries_read_and_match_up_sh() {
 
 #[test]
 fn host_ports_do_not_clash_and_scaled_services_publish_none() {
-    let services = services(&compose());
+    for file in FILES {
+        host_ports_of(file);
+    }
+}
+
+fn host_ports_of(file: &str) {
+    let services = services_of(file);
     let mut taken: BTreeMap<String, String> = BTreeMap::new();
     for (name, service) in &services {
         for mapping in strings(&service["ports"]) {
+            // Published on loopback only, with the port a knob: 127.0.0.1:${NAME:-8080}:8080.
+            assert!(
+                mapping.starts_with("127.0.0.1:${ORDERFLOW_"),
+                "{file}: `{name}` publishes {mapping}, not on loopback behind a knob"
+            );
+            let mapping = with_defaults(&mapping);
             // "127.0.0.1:8080:8080" or "8080:8080": the host side is all but the last part.
             let (host, _container) = mapping
                 .rsplit_once(':')
                 .unwrap_or_else(|| panic!("`{name}` publishes {mapping} without a host port"));
             let host_port = host.rsplit(':').next().unwrap().to_owned();
             if let Some(other) = taken.insert(host_port.clone(), name.clone()) {
-                panic!("host port {host_port} is published by both `{other}` and `{name}`");
+                panic!("{file}: host port {host_port} is published by both `{other}` and `{name}`");
             }
         }
     }
@@ -259,6 +367,36 @@ fn host_ports_do_not_clash_and_scaled_services_publish_none() {
     }
     assert!(
         taken.contains_key("8080"),
-        "the order API is published on 8080 as scripts/up.sh serves it"
+        "{file}: the order API is published on 8080 as scripts/up.sh serves it"
     );
+}
+
+#[test]
+fn every_variable_the_compose_files_read_is_in_env_example_with_its_default() {
+    let example = std::fs::read_to_string(root().join(".env.example")).expect(".env.example");
+    let documented: BTreeMap<&str, &str> = example
+        .lines()
+        .map(|line| line.trim_start_matches('#'))
+        .filter_map(|line| line.split_once('='))
+        .collect();
+    let mut read = BTreeSet::new();
+    for file in FILES.iter().chain(&["docker/services.yml"]) {
+        let text = std::fs::read_to_string(root().join(file)).unwrap();
+        for (_, rest) in text
+            .match_indices("${")
+            .map(|(at, _)| ((), &text[at + 2..]))
+        {
+            let inner = &rest[..rest.find('}').unwrap()];
+            let (name, default) = inner.split_once(":-").unwrap_or((inner, ""));
+            read.insert(name.to_owned());
+            let documented_default = documented
+                .get(name)
+                .unwrap_or_else(|| panic!("{file} reads {name}, which .env.example does not list"));
+            assert_eq!(
+                *documented_default, default,
+                ".env.example gives {name} another default than {file}"
+            );
+        }
+    }
+    assert!(read.contains("ORDERFLOW_ORDER_PORT"), "{read:?}");
 }

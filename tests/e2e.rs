@@ -13,8 +13,8 @@
 use std::{path::PathBuf, process::Command, time::Duration};
 
 use orderflow::{
-    demo::{place_orders, wait_until_settled},
-    reconcile::Report,
+    place::{place_orders, Plan},
+    reconcile::{wait_until_settled, Report, Settle},
     stack::{InProcessStack, ProcessStack, StackOptions},
 };
 use orderflow_kit::testenv;
@@ -151,6 +151,16 @@ fn rabbitmqctl(args: &[&str]) {
     );
 }
 
+/// Wait for `orders` to settle as the demo does (giving up when nothing moves for 20 s).
+fn settle(orders: usize) -> Settle {
+    Settle {
+        orders,
+        deadline: SETTLE_DEADLINE,
+        stalled_after: Some(Duration::from_secs(20)),
+        progress: false,
+    }
+}
+
 fn assert_exact(report: &Report, orders: usize) {
     println!("{}", report.render());
     assert_eq!(report.placed as usize, orders, "every order stored once");
@@ -180,11 +190,11 @@ async fn run_in_process(broker: &TestBroker, postgres: Option<String>, orders: u
     .expect("the five services start");
     let endpoints = stack.endpoints();
     let client = reqwest::Client::new();
-    let placed = place_orders(&client, &endpoints.order, orders)
+    let placed = place_orders(&client, &endpoints.order, Plan::burst(orders))
         .await
         .expect("orders accepted");
     assert_eq!(placed.len(), orders);
-    let report = wait_until_settled(&client, &endpoints, orders, SETTLE_DEADLINE, false)
+    let report = wait_until_settled(&client, &endpoints, &settle(orders))
         .await
         .expect("reconciliation readable");
     stack.stop().await.expect("graceful stop");
@@ -268,7 +278,7 @@ async fn rabbitmq_separate_processes_lose_nothing_when_consumers_crash_mid_run()
     let endpoints = stack.endpoints();
     let client = reqwest::Client::new();
 
-    place_orders(&client, &endpoints.order, 250)
+    place_orders(&client, &endpoints.order, Plan::burst(250))
         .await
         .expect("first half accepted");
     // Crash two consumers while their queues hold work: whatever they had taken but not
@@ -278,11 +288,11 @@ async fn rabbitmq_separate_processes_lose_nothing_when_consumers_crash_mid_run()
         .await
         .expect("points restarts");
     stack.crash_and_restart("sms").await.expect("sms restarts");
-    place_orders(&client, &endpoints.order, 250)
+    place_orders(&client, &endpoints.order, Plan::burst(250))
         .await
         .expect("second half accepted");
 
-    let report = wait_until_settled(&client, &endpoints, 500, SETTLE_DEADLINE, false)
+    let report = wait_until_settled(&client, &endpoints, &settle(500))
         .await
         .expect("reconciliation readable");
     let logs = stack.logs().to_owned();

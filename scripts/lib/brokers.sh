@@ -24,8 +24,14 @@ wait_port() {
   return 1
 }
 
+# A loopback port nothing listens on, from the range the kernel does not hand out to
+# outgoing connections by default (32768-60999), so none is taken between pick and use.
 free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+  local port
+  while :; do
+    port=$((20000 + RANDOM % 12000))
+    port_open "$port" || { echo "$port"; return 0; }
+  done
 }
 
 apt_install() {

@@ -108,7 +108,7 @@ impl TryFrom<StoredEvent> for LoggedEvent {
 }
 
 /// One line of the reconciliation report.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, FromRow, serde::Deserialize)]
 pub struct ReconcileRow {
     /// The order.
     pub order_id: String,

@@ -75,7 +75,7 @@ pub struct OrderView {
 }
 
 /// One order as `GET /internal/reconcile` lists it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, FromRow, serde::Deserialize)]
 pub struct ReconcileRow {
     /// Its id.
     pub order_id: String,

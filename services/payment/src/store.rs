@@ -139,7 +139,7 @@ impl TryFrom<StoredPayment> for Payment {
 }
 
 /// One line of the reconciliation report.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, FromRow, serde::Deserialize)]
 pub struct ReconcileRow {
     /// The order.
     pub order_id: String,

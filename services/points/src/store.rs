@@ -81,7 +81,7 @@ pub async fn ledger_of(db: &Db, user_id: i64) -> anyhow::Result<Vec<LedgerEntry>
 }
 
 /// One line of the reconciliation report.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, FromRow, serde::Deserialize)]
 pub struct ReconcileRow {
     /// The order.
     pub order_id: String,

@@ -120,7 +120,7 @@ impl TryFrom<StoredSms> for SmsRecord {
 }
 
 /// One line of the reconciliation report.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, FromRow, serde::Deserialize)]
 pub struct ReconcileRow {
     /// The order.
     pub order_id: String,

@@ -200,6 +200,10 @@ impl Service {
         let relay_stop = CancellationToken::new();
         let relay_task = tokio::spawn(relay.clone().run(relay_stop.clone()));
         let mut consumer_tasks = Vec::new();
+        // The broker probe asks for the backlog of the service's own group.
+        let probed_subscription = consumers
+            .first()
+            .map(|(subscription, ..)| subscription.clone());
         for (subscription, handler, options) in consumers {
             let deliveries = broker
                 .subscribe(subscription.clone())
@@ -214,10 +218,31 @@ impl Service {
             )));
         }
         readiness.set(true);
+        // From now on /readyz also follows the database and the broker connection.
+        let probes_stop = shutdown.child_token();
+        let mut probes = vec![http::watch_database(
+            &readiness,
+            db.clone(),
+            http::PROBE_INTERVAL,
+            probes_stop.clone(),
+        )];
+        if let Some(subscription) = probed_subscription {
+            probes.push(http::watch_broker(
+                &readiness,
+                broker.clone(),
+                subscription,
+                http::PROBE_INTERVAL,
+                probes_stop.clone(),
+            ));
+        }
         tracing::info!(service = %name, address = %listener.local_addr()?, "ready");
         let router = router.merge(http::health_routes(readiness.clone()));
         let served = http::serve(listener, router, shutdown.clone()).await;
         readiness.set(false);
+        probes_stop.cancel();
+        for probe in probes {
+            let _ = probe.await;
+        }
         for task in consumer_tasks {
             let _ = task.await;
         }

@@ -1,0 +1,105 @@
+//! The verdict of a reconciliation, and the table a person reads.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::Stage;
+
+/// The verdict.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct Report {
+    /// Orders the order service stores.
+    pub placed: u64,
+    /// Of which paid.
+    pub paid: u64,
+    /// Of which declined.
+    pub payment_failed: u64,
+    /// Ledger rows.
+    pub points_awarded: u64,
+    /// Sum of points in the ledger.
+    pub points_total: i64,
+    /// What the points rule gives, summed over paid orders.
+    pub points_expected: i64,
+    /// SMS rows.
+    pub sms_sent: u64,
+    /// SMS rows per sending instance.
+    pub sms_by_instance: BTreeMap<String, u64>,
+    /// Events stored by the logging service.
+    pub events_logged: u64,
+    /// Redeliveries recognised and ignored, all services.
+    pub duplicates_ignored: u64,
+    /// Messages dead-lettered, all services.
+    pub dead_lettered: u64,
+    /// Expected effects that are absent, per stage.
+    pub missing: BTreeMap<Stage, u64>,
+    /// Effects beyond the one expected, per stage.
+    pub doubled: BTreeMap<Stage, u64>,
+    /// Wall time of the run that produced this (demo), if measured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub elapsed_ms: Option<u64>,
+}
+
+impl Report {
+    /// Nothing missing and nothing doubled.
+    pub fn is_exact(&self) -> bool {
+        self.missing.values().all(|count| *count == 0)
+            && self.doubled.values().all(|count| *count == 0)
+    }
+
+    /// How many expected effects are still absent.
+    pub fn missing_total(&self) -> u64 {
+        self.missing.values().sum()
+    }
+
+    /// A table for people.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let mut line =
+            |label: &str, value: String| out.push_str(&format!("  {label:<28} {value}\n"));
+        line("orders placed", self.placed.to_string());
+        line("  paid", self.paid.to_string());
+        line("  payment failed", self.payment_failed.to_string());
+        line(
+            "points awarded (orders)",
+            format!("{}", self.points_awarded),
+        );
+        line(
+            "points total / expected",
+            format!("{} / {}", self.points_total, self.points_expected),
+        );
+        line("SMS sent", self.sms_sent.to_string());
+        if self.sms_by_instance.len() > 1 {
+            for (instance, count) in &self.sms_by_instance {
+                line(&format!("  by {instance}"), count.to_string());
+            }
+        }
+        line("events logged", self.events_logged.to_string());
+        line(
+            "duplicate deliveries ignored",
+            self.duplicates_ignored.to_string(),
+        );
+        line("dead-lettered", self.dead_lettered.to_string());
+        out.push_str(&format!(
+            "  {:<28} {:>8} {:>8}\n",
+            "stage", "missing", "doubled"
+        ));
+        for stage in Stage::ALL {
+            out.push_str(&format!(
+                "  {:<28} {:>8} {:>8}\n",
+                stage.name(),
+                self.missing.get(&stage).copied().unwrap_or(0),
+                self.doubled.get(&stage).copied().unwrap_or(0)
+            ));
+        }
+        if let Some(elapsed) = self.elapsed_ms {
+            out.push_str(&format!("  {:<28} {elapsed} ms\n", "elapsed"));
+        }
+        out.push_str(if self.is_exact() {
+            "  EXACT: every effect happened once\n"
+        } else {
+            "  NOT EXACT: see missing / doubled above\n"
+        });
+        out
+    }
+}

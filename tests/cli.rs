@@ -1,0 +1,176 @@
+//! `orderflow place` and `orderflow reconcile --wait-for`, run as the real binary against
+//! the five services started in this test process (an in-process stack on an embedded
+//! broker of its own, SQLite files): the commands scripts/compose-test.sh drives a compose
+//! stack with.
+
+use std::{process::Output, time::Duration};
+
+use orderflow::{
+    reconcile::Endpoints,
+    stack::{InProcessStack, StackOptions},
+};
+
+async fn stack() -> InProcessStack {
+    InProcessStack::start(StackOptions {
+        broker_url: format!("memory://cli-{}", uuid::Uuid::now_v7().simple()),
+        postgres: None,
+    })
+    .await
+    .expect("the five services start")
+}
+
+/// Runs `orderflow ARGS` with the stack's addresses in ORDERFLOW_*_URL.
+async fn orderflow(endpoints: &Endpoints, args: &[&str]) -> Output {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_orderflow"));
+    command
+        .env("ORDERFLOW_ORDER_URL", &endpoints.order)
+        .env("ORDERFLOW_PAYMENT_URL", &endpoints.payment)
+        .env("ORDERFLOW_POINTS_URL", &endpoints.points)
+        .env("ORDERFLOW_SMS_URL", &endpoints.sms)
+        .env("ORDERFLOW_LOGGING_URL", &endpoints.logging)
+        .args(args);
+    let output = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .expect("not cancelled")
+        .expect("orderflow runs");
+    eprintln!(
+        "orderflow {args:?}: {}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+fn json(output: &Output) -> serde_json::Value {
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|error| {
+        panic!(
+            "stdout is one JSON object ({error}): {}",
+            String::from_utf8_lossy(&output.stdout)
+        )
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn place_then_reconcile_wait_for_settles_exactly() {
+    let stack = stack().await;
+    let endpoints = stack.endpoints();
+
+    let placed = orderflow(
+        &endpoints,
+        &[
+            "place",
+            "--url",
+            &endpoints.order,
+            "--orders",
+            "30",
+            "--json",
+        ],
+    )
+    .await;
+    assert!(placed.status.success());
+    let placed = json(&placed);
+    assert_eq!(placed["placed"], 30);
+    let ids = placed["order_ids"].as_array().unwrap();
+    let distinct: std::collections::HashSet<_> = ids.iter().collect();
+    assert_eq!(distinct.len(), 30, "one order id per order");
+
+    let reconciled = orderflow(
+        &endpoints,
+        &[
+            "reconcile",
+            "--wait-for",
+            "30",
+            "--deadline",
+            "120",
+            "--json",
+        ],
+    )
+    .await;
+    let report = json(&reconciled);
+    assert!(reconciled.status.success(), "{report}");
+    assert_eq!(report["placed"], 30);
+    // The demo's generator: orders 9, 19 and 29 are over the card limit.
+    assert_eq!(report["payment_failed"], 3, "{report}");
+    assert_eq!(report["paid"], 27, "{report}");
+    assert_eq!(report["sms_sent"], 27, "{report}");
+    stack.stop().await.expect("graceful stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reconcile_wait_for_more_orders_than_exist_fails_at_the_deadline() {
+    let stack = stack().await;
+    let endpoints = stack.endpoints();
+    let placed = orderflow(
+        &endpoints,
+        &["place", "--url", &endpoints.order, "--orders", "5"],
+    )
+    .await;
+    assert!(placed.status.success());
+
+    let started = std::time::Instant::now();
+    let reconciled = orderflow(
+        &endpoints,
+        &["reconcile", "--wait-for", "6", "--deadline", "3", "--json"],
+    )
+    .await;
+    assert!(
+        !reconciled.status.success(),
+        "6 orders waited for, 5 placed: not a success"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(3),
+        "waited to the deadline"
+    );
+    assert_eq!(json(&reconciled)["placed"], 5);
+
+    // The table says why, too.
+    let table = orderflow(
+        &endpoints,
+        &["reconcile", "--wait-for", "6", "--deadline", "1"],
+    )
+    .await;
+    assert!(!table.status.success());
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        text.contains("NOT ENOUGH: 5 orders stored, 6 waited for"),
+        "{text}"
+    );
+    // stderr is not a terminal here: no progress bar, one final line.
+    let progress = String::from_utf8_lossy(&table.stderr);
+    assert_eq!(
+        progress
+            .lines()
+            .filter(|line| line.contains("orders settled"))
+            .count(),
+        1,
+        "{progress}"
+    );
+    assert!(!progress.contains('\r'), "no bar redrawn: {progress:?}");
+    stack.stop().await.expect("graceful stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn place_rate_paces_the_orders() {
+    let stack = stack().await;
+    let endpoints = stack.endpoints();
+    // 11 orders at 20/s: the last is not sent before 10 / 20 = 0.5 s.
+    let placed = orderflow(
+        &endpoints,
+        &[
+            "place",
+            "--url",
+            &endpoints.order,
+            "--orders",
+            "11",
+            "--rate",
+            "20",
+            "--json",
+        ],
+    )
+    .await;
+    assert!(placed.status.success());
+    let placed = json(&placed);
+    assert_eq!(placed["placed"], 11);
+    assert!(placed["seconds"].as_f64().unwrap() >= 0.5, "{placed}");
+    stack.stop().await.expect("graceful stop");
+}
