@@ -15,7 +15,8 @@
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
-use orderflow_broker::{Broker, Deliveries, Envelope, Subscription};
+use orderflow_broker::{headers, Broker, Deliveries, Delivery, Envelope, Subscription};
+use orderflow_events::Event;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -168,6 +169,17 @@ impl TestApp {
         self.broker.publish(envelope).await.expect("published");
     }
 
+    /// Publishes `event` three times, the two ways a duplicate arrives: one envelope twice
+    /// (the broker redelivering it), then a new envelope for the same event (a producer
+    /// that published it again). Returns the first envelope's id.
+    pub async fn publish_thrice(&self, event: &Event) -> Uuid {
+        let first = event.to_envelope();
+        self.publish(first.clone()).await;
+        self.publish(first.clone()).await;
+        self.publish(event.to_envelope()).await;
+        first.id
+    }
+
     /// Stops the service gracefully and removes its database.
     pub async fn stop(self) {
         self.shutdown.cancel();
@@ -193,6 +205,16 @@ pub async fn drain(deliveries: &mut Deliveries) -> Vec<Envelope> {
         delivery.ack().await.expect("acked");
     }
     received
+}
+
+/// The reason a dead letter carries in its [`headers::DEAD_LETTER_REASON`] header (empty
+/// when it has none).
+pub fn dead_letter_reason(letter: &Delivery) -> String {
+    letter
+        .envelope()
+        .header(headers::DEAD_LETTER_REASON)
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// Best effort: a test database is not worth failing a test over.

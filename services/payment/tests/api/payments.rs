@@ -7,6 +7,8 @@ use orderflow_events::{
 };
 use uuid::Uuid;
 
+use orderflow_kit::testkit;
+
 use crate::helpers::{drain, spawn_app, Store, TestApp};
 
 pub(crate) fn order(total_cents: i64) -> OrderPlaced {
@@ -22,17 +24,6 @@ pub(crate) fn order(total_cents: i64) -> OrderPlaced {
         total_cents: TotalCents::parse(total_cents).unwrap(),
         placed_at: chrono::Utc::now(),
     }
-}
-
-/// Publishes `order` three times: one envelope twice (a broker redelivery), then a new
-/// envelope for the same order (a producer that retried). Returns the first envelope's id.
-async fn publish_thrice(app: &TestApp, order: &OrderPlaced) -> Uuid {
-    let first = Event::OrderPlaced(order.clone()).to_envelope();
-    app.publish(first.clone()).await;
-    app.publish(first.clone()).await;
-    app.publish(Event::OrderPlaced(order.clone()).to_envelope())
-        .await;
-    first.id
 }
 
 /// Waits until all three deliveries are handled (one effect, two duplicates) and the
@@ -57,7 +48,7 @@ async fn pays_once_however_often_the_order_arrives(store: Store) {
         .observe(&[topics::PAYMENT_SUCCEEDED, topics::PAYMENT_FAILED])
         .await;
     let order = order(12_345);
-    let cause = publish_thrice(&app, &order).await;
+    let cause = app.publish_thrice(&Event::OrderPlaced(order.clone())).await;
 
     let report = settled(&app).await;
     assert_eq!(
@@ -104,7 +95,7 @@ async fn declines_over_the_card_limit_with_the_reason(store: Store) {
         .observe(&[topics::PAYMENT_SUCCEEDED, topics::PAYMENT_FAILED])
         .await;
     let order = order(1_500_000);
-    publish_thrice(&app, &order).await;
+    app.publish_thrice(&Event::OrderPlaced(order.clone())).await;
 
     let report = settled(&app).await;
     assert_eq!(report["payments"][0]["outcome"], "failed");
@@ -132,7 +123,7 @@ async fn declines_over_the_card_limit_with_the_reason(store: Store) {
 async fn the_failure_rate_declines_with_card_declined(store: Store) {
     let app = spawn_app(store, |config| config.gateway.failure_rate = 1.0).await;
     let order = order(500);
-    publish_thrice(&app, &order).await;
+    app.publish_thrice(&Event::OrderPlaced(order.clone())).await;
     let report = settled(&app).await;
     assert_eq!(report["payments"][0]["outcome"], "failed");
     let payment = app.get_json(&format!("/payments/{}", order.order_id)).await;
@@ -160,11 +151,7 @@ async fn nonsense_orders_are_dead_lettered(store: Store) {
         .next_within(crate::helpers::PATIENCE)
         .await
         .expect("a dead letter");
-    let reason = letter
-        .envelope()
-        .header(headers::DEAD_LETTER_REASON)
-        .unwrap_or_default()
-        .to_owned();
+    let reason = testkit::dead_letter_reason(&letter);
     assert!(reason.contains("does not match its items"), "{reason}");
     letter.ack().await.unwrap();
     let response = app.get(&format!("/payments/{}", broken.order_id)).await;

@@ -89,11 +89,7 @@ async fn a_bad_value_is_dead_lettered_naming_the_field(broker_url: String) {
         }
         letter.ack().await.expect("acked");
     };
-    let reason = letter
-        .envelope()
-        .header(headers::DEAD_LETTER_REASON)
-        .unwrap_or_default()
-        .to_owned();
+    let reason = testkit::dead_letter_reason(&letter);
     assert!(
         reason.contains("undecodable")
             && reason.contains("items[0].quantity")

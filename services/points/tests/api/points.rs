@@ -6,7 +6,8 @@ use orderflow_events::{
 };
 use uuid::Uuid;
 
-use crate::helpers::{drain, spawn_app, Store, TestApp};
+use crate::helpers::{drain, spawn_app, Store};
+use orderflow_kit::testkit;
 
 fn payment(user_id: u64, amount_cents: i64) -> PaymentSucceeded {
     PaymentSucceeded {
@@ -19,23 +20,14 @@ fn payment(user_id: u64, amount_cents: i64) -> PaymentSucceeded {
     }
 }
 
-/// Publishes `payment` three times: one envelope twice (a broker redelivery), then a new
-/// envelope for the same order (a producer that published again). Returns the first id.
-async fn publish_thrice(app: &TestApp, payment: &PaymentSucceeded) -> Uuid {
-    let first = Event::PaymentSucceeded(payment.clone()).to_envelope();
-    app.publish(first.clone()).await;
-    app.publish(first.clone()).await;
-    app.publish(Event::PaymentSucceeded(payment.clone()).to_envelope())
-        .await;
-    first.id
-}
-
 async fn awards_once_per_order(store: Store) {
     let app = spawn_app(store, |_| {}).await;
     let mut published = app.observe(&[topics::POINTS_AWARDED]).await;
     let user = 4_242;
     let paid = payment(user, 12_345);
-    let cause = publish_thrice(&app, &paid).await;
+    let cause = app
+        .publish_thrice(&Event::PaymentSucceeded(paid.clone()))
+        .await;
 
     let report = app
         .wait_for(
@@ -118,11 +110,7 @@ async fn negative_amounts_are_dead_lettered(store: Store) {
         .next_within(crate::helpers::PATIENCE)
         .await
         .expect("a dead letter");
-    let reason = letter
-        .envelope()
-        .header(headers::DEAD_LETTER_REASON)
-        .unwrap_or_default()
-        .to_owned();
+    let reason = testkit::dead_letter_reason(&letter);
     assert!(
         reason.contains("undecodable") && reason.contains("amount_cents"),
         "the reason names the field: {reason}"

@@ -9,7 +9,7 @@ use orderflow_events::{
 };
 use uuid::Uuid;
 
-use crate::helpers::{drain, spawn_app, Store, TestApp};
+use crate::helpers::{drain, spawn_app, Store};
 
 fn payment(amount_cents: i64) -> PaymentSucceeded {
     PaymentSucceeded {
@@ -22,22 +22,13 @@ fn payment(amount_cents: i64) -> PaymentSucceeded {
     }
 }
 
-/// Publishes `payment` three times: one envelope twice (a broker redelivery), then a new
-/// envelope for the same order (a producer that published again). Returns the first id.
-async fn publish_thrice(app: &TestApp, payment: &PaymentSucceeded) -> Uuid {
-    let first = Event::PaymentSucceeded(payment.clone()).to_envelope();
-    app.publish(first.clone()).await;
-    app.publish(first.clone()).await;
-    app.publish(Event::PaymentSucceeded(payment.clone()).to_envelope())
-        .await;
-    first.id
-}
-
 async fn texts_once_per_order(store: Store) {
     let app = spawn_app(store, |config| config.instance = "sms-7".into()).await;
     let mut published = app.observe(&[topics::SMS_SENT]).await;
     let paid = payment(12_345);
-    let cause = publish_thrice(&app, &paid).await;
+    let cause = app
+        .publish_thrice(&Event::PaymentSucceeded(paid.clone()))
+        .await;
 
     let report = app
         .wait_for(
