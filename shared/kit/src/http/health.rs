@@ -245,4 +245,87 @@ mod tests {
         server.await.unwrap().unwrap();
         let _ = std::fs::remove_dir_all(dir);
     }
+
+    /// `rabbitmqctl ARGS…`, which must succeed.
+    fn rabbitmqctl(args: &[&str]) {
+        let output = std::process::Command::new("rabbitmqctl")
+            .args(args)
+            .output()
+            .expect("run rabbitmqctl");
+        assert!(
+            output.status.success(),
+            "rabbitmqctl {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    /// The broker half. The service's broker is a RabbitMQ virtual host of the test's own;
+    /// deleting it closes the connection and refuses every reconnect, which is what a
+    /// broker that went away looks like to the service. Creating it again lets the
+    /// reconnect supervisor and the subscription (which declares its queue again) recover.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn readyz_is_503_while_the_broker_is_unreachable() {
+        let Some(base) = crate::testenv::require("ORDERFLOW_AMQP_URL", "RabbitMQ") else {
+            return;
+        };
+        let vhost = format!("orderflow-readyz-{}", uuid::Uuid::now_v7().simple());
+        let grant = || rabbitmqctl(&["set_permissions", "-p", &vhost, "guest", ".*", ".*", ".*"]);
+        rabbitmqctl(&["add_vhost", &vhost]);
+        grant();
+        let server = base
+            .rsplit_once('/')
+            .map_or(base.as_str(), |(server, _)| server);
+        let broker = orderflow_broker::connect(&format!("{server}/{vhost}"))
+            .await
+            .unwrap();
+        let subscription = Subscription::new("readyz", ["readyz.probe"]);
+        // A live subscription, as a service has: it is what declares the queue again on
+        // the next connection, so the probe can pass once the broker is back.
+        let _deliveries = broker.subscribe(subscription.clone()).await.unwrap();
+
+        let readiness = Readiness::default();
+        readiness.set(true);
+        let shutdown = CancellationToken::new();
+        let probe = watch_broker(
+            &readiness,
+            broker.clone(),
+            subscription,
+            Duration::from_millis(50),
+            shutdown.clone(),
+        );
+        let wait_until = |what: &'static str, ready: bool| {
+            let readiness = readiness.clone();
+            async move {
+                crate::wait::until(
+                    what,
+                    Duration::from_secs(60),
+                    Duration::from_millis(20),
+                    || {
+                        let readiness = readiness.clone();
+                        async move { (readiness.is_ready() == ready).then_some(()) }
+                    },
+                )
+                .await
+                .unwrap();
+            }
+        };
+        wait_until("the first broker probe to pass", true).await;
+
+        rabbitmqctl(&["delete_vhost", &vhost]);
+        wait_until("readiness to notice the broker is gone", false).await;
+        assert!(
+            readiness.down().contains_key("broker"),
+            "{:?}",
+            readiness.down()
+        );
+
+        rabbitmqctl(&["add_vhost", &vhost]);
+        grant();
+        wait_until("readiness to come back with the broker", true).await;
+
+        shutdown.cancel();
+        probe.await.unwrap();
+        let _ = broker.close().await;
+        rabbitmqctl(&["delete_vhost", &vhost]);
+    }
 }
