@@ -93,24 +93,59 @@ fn service_config(name: &str, broker_url: &str, database_url: String) -> Service
 /// The five services as tasks of this process.
 pub struct InProcessStack {
     endpoints: Endpoints,
+    broker_url: String,
     shutdown: CancellationToken,
     tasks: Vec<(&'static str, JoinHandle<anyhow::Result<()>>)>,
-    _databases: Databases,
+    databases: Databases,
 }
 
 impl InProcessStack {
     /// Builds all five (databases migrated, broker connected, ports bound), then runs them.
     pub async fn start(options: StackOptions) -> anyhow::Result<InProcessStack> {
-        let databases = Databases::new(options.postgres.clone())?;
-        let broker = options.broker_url.as_str();
-        let shutdown = CancellationToken::new();
-        let config = |name: &str| service_config(name, broker, databases.url(name));
+        let mut stack = InProcessStack::start_order_service(options).await?;
+        stack.start_downstream().await?;
+        Ok(stack)
+    }
 
-        let order = orderflow_order::startup::build(orderflow_order::config::OrderConfig::new(
-            config("order"),
-        ))
-        .await
-        .context("starting the order service")?;
+    /// Runs the order service alone: orders are accepted and their events published while
+    /// no other service has ever run — what `docker compose up` can do when the order
+    /// service is up first. [`InProcessStack::start_downstream`] starts the other four.
+    pub async fn start_order_service(options: StackOptions) -> anyhow::Result<InProcessStack> {
+        let databases = Databases::new(options.postgres.clone())?;
+        let shutdown = CancellationToken::new();
+        let config = service_config("order", &options.broker_url, databases.url("order"));
+        let order =
+            orderflow_order::startup::build(orderflow_order::config::OrderConfig::new(config))
+                .await
+                .context("starting the order service")?;
+        let endpoints = Endpoints {
+            order: format!("http://{}", order.address()),
+            payment: String::new(),
+            points: String::new(),
+            sms: String::new(),
+            logging: String::new(),
+        };
+        let tasks = vec![(
+            "order",
+            tokio::spawn(order.run_until_stopped(shutdown.clone())),
+        )];
+        let stack = InProcessStack {
+            endpoints,
+            broker_url: options.broker_url,
+            shutdown,
+            tasks,
+            databases,
+        };
+        wait_ready_at(&[&stack.endpoints.order]).await?;
+        Ok(stack)
+    }
+
+    /// Builds payment, points, SMS and logging next to the running order service, then
+    /// runs them.
+    pub async fn start_downstream(&mut self) -> anyhow::Result<()> {
+        let broker = self.broker_url.as_str();
+        let databases = &self.databases;
+        let config = |name: &str| service_config(name, broker, databases.url(name));
         let payment = orderflow_payment::startup::build(
             orderflow_payment::config::PaymentConfig::new(config("payment")),
         )
@@ -131,18 +166,12 @@ impl InProcessStack {
         .await
         .context("starting the logging service")?;
         let url = |address: std::net::SocketAddr| format!("http://{address}");
-        let endpoints = Endpoints {
-            order: url(order.address()),
-            payment: url(payment.address()),
-            points: url(points.address()),
-            sms: url(sms.address()),
-            logging: url(logging.address()),
-        };
-        let tasks = vec![
-            (
-                "order",
-                tokio::spawn(order.run_until_stopped(shutdown.clone())),
-            ),
+        self.endpoints.payment = url(payment.address());
+        self.endpoints.points = url(points.address());
+        self.endpoints.sms = url(sms.address());
+        self.endpoints.logging = url(logging.address());
+        let shutdown = &self.shutdown;
+        self.tasks.extend([
             (
                 "payment",
                 tokio::spawn(payment.run_until_stopped(shutdown.clone())),
@@ -156,15 +185,8 @@ impl InProcessStack {
                 "logging",
                 tokio::spawn(logging.run_until_stopped(shutdown.clone())),
             ),
-        ];
-        let stack = InProcessStack {
-            endpoints,
-            shutdown,
-            tasks,
-            _databases: databases,
-        };
-        stack.wait_ready().await?;
-        Ok(stack)
+        ]);
+        self.wait_ready().await
     }
 
     /// Where the services answer.
@@ -195,14 +217,20 @@ impl InProcessStack {
 
 /// Waits until every service answers `/readyz` with 200 (60 s at most).
 pub async fn wait_ready(endpoints: &Endpoints) -> anyhow::Result<()> {
-    let client = reqwest::Client::new();
-    for base in [
+    wait_ready_at(&[
         &endpoints.order,
         &endpoints.payment,
         &endpoints.points,
         &endpoints.sms,
         &endpoints.logging,
-    ] {
+    ])
+    .await
+}
+
+/// Waits until each of `bases` answers `/readyz` with 200 (60 s at most each).
+async fn wait_ready_at(bases: &[&String]) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    for base in bases {
         let url = format!("{base}/readyz");
         orderflow_kit::wait::until(
             &format!("{url} to answer 200"),

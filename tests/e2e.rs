@@ -201,6 +201,79 @@ async fn run_in_process(broker: &TestBroker, postgres: Option<String>, orders: u
     report
 }
 
+/// Only the order service runs while `orders` are placed and their `order.placed` events
+/// leave its outbox (the broker confirmed them; no other service has ever run); then
+/// payment, points, SMS and logging start. Every order must still settle: the order
+/// service declared every group's topology before it published anything.
+async fn run_order_service_first(
+    broker: &TestBroker,
+    postgres: Option<String>,
+    orders: usize,
+) -> Report {
+    let _turn = STACKS_AT_ONCE.acquire().await.expect("never closed");
+    let mut stack = InProcessStack::start_order_service(StackOptions {
+        broker_url: broker.url().to_owned(),
+        postgres,
+    })
+    .await
+    .expect("the order service starts");
+    let client = reqwest::Client::new();
+    let order_url = stack.endpoints().order;
+    let placed = place_orders(&client, &order_url, Plan::burst(orders))
+        .await
+        .expect("orders accepted");
+    assert_eq!(placed.len(), orders);
+    let reconcile_url = format!("{order_url}/internal/reconcile");
+    orderflow_kit::wait::until(
+        "every order.placed to leave the order service's outbox",
+        Duration::from_secs(60),
+        Duration::from_millis(50),
+        || {
+            let request = client.get(&reconcile_url).send();
+            async move {
+                let body: serde_json::Value = request.await.ok()?.json().await.ok()?;
+                (body["common"]["outbox_pending"] == 0).then_some(())
+            }
+        },
+    )
+    .await
+    .expect("the outbox empties");
+    stack
+        .start_downstream()
+        .await
+        .expect("the other four services start");
+    let report = wait_until_settled(&client, &stack.endpoints(), &settle(orders))
+        .await
+        .expect("reconciliation readable");
+    stack.stop().await.expect("graceful stop");
+    report
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn memory_orders_placed_before_the_consumers_ever_ran_all_settle() {
+    let broker = TestBroker::memory("");
+    let report = run_order_service_first(&broker, None, 50).await;
+    assert_exact(&report, 50);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rabbitmq_orders_placed_before_the_consumers_ever_ran_all_settle() {
+    let (Some(postgres), Some(broker)) = (postgres_server(), TestBroker::rabbitmq()) else {
+        return;
+    };
+    let report = run_order_service_first(&broker, Some(postgres), 50).await;
+    assert_exact(&report, 50);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kafka_orders_placed_before_the_consumers_ever_ran_all_settle() {
+    let (Some(postgres), Some(broker)) = (postgres_server(), TestBroker::kafka()) else {
+        return;
+    };
+    let report = run_order_service_first(&broker, Some(postgres), 50).await;
+    assert_exact(&report, 50);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn memory_500_orders_reconcile_exactly() {
     let Some(postgres) = postgres_server() else {

@@ -2,7 +2,7 @@
 //! and serves [`routes`]. Connecting, migrating, binding, serving and stopping are the
 //! kit's ([`orderflow_kit::service`]).
 
-use orderflow_events::topics;
+use orderflow_events::topology;
 pub use orderflow_kit::service::Application;
 use orderflow_kit::service::Service;
 
@@ -16,7 +16,7 @@ pub async fn build(config: LoggingConfig) -> anyhow::Result<Application> {
     let options = service.consumer_options();
     // Every topic, in a group of its own: the log gets a copy of each message without
     // taking any from the services that act on them.
-    service.consume(&topics::ALL, handler, options);
+    service.consume(topology::LOGGING.topics, handler, options);
     let router = routes::router(service.api_state());
     Ok(service.with_routes(router))
 }

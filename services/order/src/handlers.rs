@@ -17,12 +17,6 @@ use orderflow_kit::{
 
 use crate::store::{self, status, Transition};
 
-/// The topics this handler consumes.
-pub const TOPICS: [&str; 2] = [
-    orderflow_events::topics::PAYMENT_SUCCEEDED,
-    orderflow_events::topics::PAYMENT_FAILED,
-];
-
 /// Applies payment outcomes to orders.
 pub struct PaymentOutcomeHandler {
     db: Db,

@@ -5,14 +5,11 @@
 
 use std::sync::Arc;
 
-pub use orderflow_kit::service::Application;
+pub use orderflow_events::topology;
+use orderflow_kit::service::Application;
 use orderflow_kit::service::Service;
 
-use crate::{
-    config::OrderConfig,
-    handlers::{self, PaymentOutcomeHandler},
-    routes, store,
-};
+use crate::{config::OrderConfig, handlers::PaymentOutcomeHandler, routes, store};
 
 /// Connects, migrates, binds and subscribes; nothing runs until
 /// [`Application::run_until_stopped`].
@@ -20,7 +17,7 @@ pub async fn build(config: OrderConfig) -> anyhow::Result<Application> {
     let mut service = Service::start(config.service, &store::MIGRATIONS).await?;
     let handler = Arc::new(PaymentOutcomeHandler::new(service.db.clone()));
     let options = service.consumer_options();
-    service.consume(&handlers::TOPICS, handler, options);
+    service.consume(topology::ORDER.topics, handler, options);
     let router = routes::router(service.api_state());
     Ok(service.with_routes(router))
 }

@@ -3,7 +3,7 @@
 //! [`routes`]. Connecting, migrating, binding, serving and stopping are the kit's
 //! ([`orderflow_kit::service`]).
 
-use orderflow_events::topics;
+use orderflow_events::topology;
 pub use orderflow_kit::service::Application;
 use orderflow_kit::service::Service;
 
@@ -23,7 +23,7 @@ pub async fn build(config: PaymentConfig) -> anyhow::Result<Application> {
     let handler =
         OrderPlacedHandler::new(service.db.clone(), service.relay.clone(), gateway.clone());
     let options = service.consumer_options();
-    service.consume(&[topics::ORDER_PLACED], handler, options);
+    service.consume(topology::PAYMENT.topics, handler, options);
     let router = routes::router(ApiState {
         db: service.db.clone(),
         relay: service.relay.clone(),

@@ -2,7 +2,7 @@
 //! [`PaymentSucceededHandler`] and serves [`routes`]. Connecting, migrating, binding,
 //! serving and stopping are the kit's ([`orderflow_kit::service`]).
 
-use orderflow_events::topics;
+use orderflow_events::topology;
 pub use orderflow_kit::service::Application;
 use orderflow_kit::service::Service;
 
@@ -14,7 +14,7 @@ pub async fn build(config: PointsConfig) -> anyhow::Result<Application> {
     let mut service = Service::start(config.service, &store::MIGRATIONS).await?;
     let handler = PaymentSucceededHandler::new(service.db.clone(), service.relay.clone());
     let options = service.consumer_options();
-    service.consume(&[topics::PAYMENT_SUCCEEDED], handler, options);
+    service.consume(topology::POINTS.topics, handler, options);
     let router = routes::router(service.api_state());
     Ok(service.with_routes(router))
 }

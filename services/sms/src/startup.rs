@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use orderflow_events::topics;
+use orderflow_events::topology;
 pub use orderflow_kit::service::Application;
 use orderflow_kit::{consumer::ConsumerOptions, service::Service};
 
@@ -31,7 +31,7 @@ pub async fn build(config: SmsConfig) -> anyhow::Result<Application> {
         rate_per_s: Some(rate_per_s),
         ..service.consumer_options()
     };
-    service.consume(&[topics::PAYMENT_SUCCEEDED], handler, options);
+    service.consume(topology::SMS.topics, handler, options);
     let router = routes::router(service.api_state());
     Ok(service.with_routes(router))
 }

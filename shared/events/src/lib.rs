@@ -20,6 +20,7 @@
 pub mod domain;
 mod envelope;
 mod event;
+pub mod topology;
 
 pub use envelope::Envelope;
 pub use event::{

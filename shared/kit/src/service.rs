@@ -18,6 +18,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use anyhow::Context;
 use axum::Router;
 use orderflow_broker::{Broker, Subscription};
+use orderflow_events::topology;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
@@ -106,6 +107,7 @@ impl Service {
                 orderflow_broker::connect(&config.broker_url)
             })
             .await?;
+        declare_topology(&config.name, broker.as_ref()).await?;
         let relay = Relay::new(db.clone(), broker.clone());
         Ok(Service {
             config,
@@ -272,4 +274,27 @@ pub async fn reconcile_answer<R: Serialize>(
     Ok(axum::Json(
         serde_json::json!({ rows_key: rows, "common": common }),
     ))
+}
+
+/// Topology before traffic: declares every consumer group of the order flow
+/// ([`orderflow_events::topology::GROUPS`]) with its topics, before this service's relay
+/// publishes anything or its consumers start. Whichever service starts first, what it
+/// publishes is then kept for the groups whose services have not run yet (see the
+/// topology module for why a broker would otherwise drop it).
+///
+/// A service running under a group name of its own (a test's private group) declares only
+/// that group, when it subscribes: declaring the flow's real groups on a shared broker would
+/// leave queues there that nobody consumes.
+async fn declare_topology(service: &str, broker: &dyn Broker) -> anyhow::Result<()> {
+    if topology::group(service).is_none() {
+        return Ok(());
+    }
+    for group in topology::GROUPS {
+        let subscription = Subscription::new(group.group, group.topics.iter().copied());
+        broker
+            .declare(&subscription)
+            .await
+            .with_context(|| format!("declaring the consumer group {}", group.group))?;
+    }
+    Ok(())
 }
