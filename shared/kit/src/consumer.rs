@@ -244,14 +244,16 @@ pub async fn run(
         }
     }
     // Deliveries not started are dropped unsettled, so the broker hands them out again
-    // (to this service's next start, or to another consumer of the group now). Dropping
-    // `deliveries` stops the subscription, so nothing new arrives while the running
-    // handlers finish.
+    // (to this service's next start, or to another consumer of the group now).
     drop(waiting);
-    drop(deliveries);
     // Graceful stop: the running handlers finish and settle what they hold before `run`
-    // returns, so a stop costs no redelivery of work already done.
+    // returns, so a stop costs no redelivery of work already done. The subscription stays
+    // open meanwhile — nothing new is taken from it — because its acks travel on it: closed
+    // first, the broker would put the running messages back for another consumer of the
+    // group while they are still being handled here, and their acks would then fail.
     while running.join_next().await.is_some() {}
+    // Only now let go of the subscription: what it still buffers goes back to the group.
+    drop(deliveries);
 }
 
 async fn handle_one(
@@ -464,5 +466,97 @@ mod tests {
         assert_eq!(stats.dead_lettered.load(Ordering::Relaxed), 1);
         shutdown.cancel();
         consumer.await.unwrap();
+    }
+
+    /// Holds every message until released, and says when it has started one.
+    struct Gated {
+        started: tokio::sync::Notify,
+        release: tokio::sync::Semaphore,
+    }
+
+    #[async_trait]
+    impl Handler for Gated {
+        async fn handle(&self, _: Event, _: &Envelope) -> Result<Outcome, HandlerError> {
+            self.started.notify_one();
+            let _permit = self.release.acquire().await.expect("never closed");
+            Ok(Outcome::Done)
+        }
+    }
+
+    /// A graceful stop while a handler runs: the handler finishes and acks on the
+    /// subscription it came from, so the message is not handed to another consumer of the
+    /// group as well. Before the fix, the loop dropped its subscription first, and the
+    /// broker gave the running message to the group's other consumer.
+    async fn a_stop_lets_the_running_handler_finish_before_letting_go(broker_url: &str) {
+        let broker = orderflow_broker::connect(broker_url).await.unwrap();
+        let run_id = uuid::Uuid::now_v7().simple();
+        let topic = format!("test.graceful-stop.{run_id}");
+        let subscription = Subscription::new(format!("graceful-stop-{run_id}"), [&topic]);
+        let deliveries = broker.subscribe(subscription.clone()).await.unwrap();
+        let handler = Arc::new(Gated {
+            started: tokio::sync::Notify::new(),
+            release: tokio::sync::Semaphore::new(0),
+        });
+        let shutdown = CancellationToken::new();
+        let consumer = tokio::spawn(run(
+            deliveries,
+            handler.clone(),
+            ConsumerOptions::default(),
+            Arc::new(ConsumerStats::default()),
+            shutdown.clone(),
+        ));
+        let mut held = order(uuid::Uuid::now_v7(), 1);
+        held.topic = topic.clone();
+        broker.publish(held.clone()).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(30), handler.started.notified())
+            .await
+            .expect("the handler starts");
+
+        // Another consumer of the group, as another replica would be.
+        let mut other = broker.subscribe(subscription).await.unwrap();
+        shutdown.cancel();
+        handler.release.add_permits(1);
+        tokio::time::timeout(Duration::from_secs(30), consumer)
+            .await
+            .expect("the loop stops")
+            .unwrap();
+
+        // A sentinel published after the stop: everything the other consumer got before it
+        // was redelivered from the stopped one.
+        let mut sentinel = order(uuid::Uuid::now_v7(), 2);
+        sentinel.topic = topic;
+        broker.publish(sentinel.clone()).await.unwrap();
+        let mut redelivered = Vec::new();
+        loop {
+            let delivery = other
+                .next_within(Duration::from_secs(30))
+                .await
+                .expect("the sentinel arrives");
+            let id = delivery.envelope().id;
+            delivery.ack().await.unwrap();
+            if id == sentinel.id {
+                break;
+            }
+            redelivered.push(id);
+        }
+        assert!(
+            !redelivered.contains(&held.id),
+            "the message handled during the stop was handed to another consumer too"
+        );
+        drop(other);
+        let _ = broker.close().await;
+    }
+
+    #[tokio::test]
+    async fn memory_a_stop_lets_the_running_handler_finish_before_letting_go() {
+        let url = format!("memory://graceful-stop-{}", uuid::Uuid::now_v7().simple());
+        a_stop_lets_the_running_handler_finish_before_letting_go(&url).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn rabbitmq_a_stop_lets_the_running_handler_finish_before_letting_go() {
+        if let Some(url) = crate::testenv::require("ORDERFLOW_AMQP_URL", "RabbitMQ") {
+            a_stop_lets_the_running_handler_finish_before_letting_go(&url).await;
+        }
     }
 }
