@@ -3,8 +3,9 @@
 //! [`abstraction`] publishes N persistent messages through `orderflow-broker` in batches of
 //! [`BATCH`] (confirms pipelined inside each batch) and then consumes and acks them one by
 //! one with a prefetch of [`PREFETCH`]. Each raw module (`raw_memory.rs`,
-//! `raw_rabbitmq.rs`, `raw_kafka.rs`) does the same work with the client library alone, so
-//! the ratio printed is what the abstraction costs.
+//! `raw_rabbitmq.rs`, `raw_kafka.rs`) does the same work with the client library alone (the
+//! Kafka one with the backend's own client settings, `kafka/config.rs`, so that only the
+//! pipeline differs), so the ratio printed is what the abstraction costs.
 
 pub mod raw_kafka;
 pub mod raw_memory;
