@@ -195,7 +195,9 @@ impl Service {
             ..
         } = self;
         let name = config.name.clone();
-        // Consumers stop first, then the relay publishes the last rows, then HTTP closes.
+        // On shutdown HTTP stops accepting and the consumer loops stop taking deliveries at
+        // once; the loops let their running handlers finish and ack; only then does the
+        // relay stop, after publishing what those last handlers committed.
         let consumers_stop = shutdown.child_token();
         // The relay gets a token of its own, cancelled only after the consumers are done,
         // so the events their last handlers committed are still published.
