@@ -14,15 +14,19 @@
 # order API's published port, `orderflow reconcile --wait-for N` waits until they settled
 # and says whether every effect happened exactly once.
 #
-# Phases: RabbitMQ (docker-compose.yml) — up, 200 orders, exact; --scale sms=3, 300
-# orders with one SMS container killed mid-run, every SMS container sent some, still
-# exact; down -v. Kafka (docker-compose.kafka.yml, tansu) — up, 200 orders, exact; down -v.
+# Phases, on each broker: first only the order service (and what it depends on) is up,
+# and 50 orders are placed as soon as its API answers — before payment, points, SMS and
+# logging have ever run (topology before traffic: these must not be lost); then the rest
+# comes up and 200 more orders are placed; all 250 must settle exactly.
+# RabbitMQ (docker-compose.yml) then runs --scale sms=3, 300 orders with one SMS container
+# killed mid-run, every SMS container sent some, still exact; down -v.
+# Kafka (docker-compose.kafka.yml, tansu): the early orders and the 200; down -v.
 #
 # Needs root (apt-get, rootful podman). Without it, or when a prerequisite cannot be
 # installed, the test is skipped with a message — unless CI=true: then it fails.
 # Any failure of the stack itself fails (exit 1) with the reason and the containers' logs.
 #
-# Knobs: ORDERFLOW_COMPOSE_TEST_ORDERS (200), ORDERFLOW_COMPOSE_TEST_SCALE_ORDERS (300),
+# Knobs: ORDERFLOW_COMPOSE_TEST_EARLY_ORDERS (50), ORDERFLOW_COMPOSE_TEST_ORDERS (200), ORDERFLOW_COMPOSE_TEST_SCALE_ORDERS (300),
 # ORDERFLOW_COMPOSE_TEST_DEADLINE (seconds per wait, 240),
 # ORDERFLOW_COMPOSE_TEST_PHASES ("rabbitmq kafka"), ORDERFLOW_COMPOSE_TEST_LOGS (a directory
 # to keep every container's log in).
@@ -32,6 +36,7 @@ root_dir=$PWD
 source scripts/lib/brokers.sh
 source scripts/lib/podman.sh
 
+early_orders=${ORDERFLOW_COMPOSE_TEST_EARLY_ORDERS:-50}
 orders=${ORDERFLOW_COMPOSE_TEST_ORDERS:-200}
 scale_orders=${ORDERFLOW_COMPOSE_TEST_SCALE_ORDERS:-300}
 deadline=${ORDERFLOW_COMPOSE_TEST_DEADLINE:-240}
@@ -298,6 +303,27 @@ place() {
   sed 's/^/    /' "$run_dir/place-$first.txt" >&2
 }
 
+# early_orders_phase BROKER: only the order service up (compose starts what it depends on:
+# PostgreSQL and the broker), the early orders placed as soon as its API answers, with
+# the other four services checked to have no container at all; then everything up.
+early_orders_phase() {
+  phase "$1: up -d order only, $early_orders orders before the other services exist"
+  compose_up order
+  wait_healthy 3
+  place 0 "$early_orders" || fail "placing the $early_orders early orders failed"
+  local service
+  for service in payment points sms logging; do
+    [ -z "$(podman ps -a -q --filter "label=com.docker.compose.project=$project" \
+      --filter "label=com.docker.compose.service=$service")" ] ||
+      fail "$service has a container before the early orders were placed"
+  done
+  log "$early_orders orders placed while payment, points, SMS and logging had never run"
+
+  phase "$1: up -d the rest, every container healthy"
+  compose_up
+  wait_healthy 7
+}
+
 # wait_exact N: `orderflow reconcile --wait-for N`, the report in $run_dir/report.json.
 wait_exact() {
   local expected=$1 started
@@ -369,15 +395,14 @@ rabbitmq_phase() {
   phase "rabbitmq: build the orderflow image"
   build_image
 
-  phase "rabbitmq: up -d, every container healthy"
   start_pump
-  compose_up
-  wait_healthy 7
+  early_orders_phase rabbitmq
 
-  phase "rabbitmq: $orders orders, exact"
-  place 0 "$orders" || fail "placing $orders orders failed"
-  wait_exact "$orders"
+  phase "rabbitmq: $orders more orders, all $((early_orders + orders)) exact"
+  place "$early_orders" "$orders" || fail "placing $orders orders failed"
+  wait_exact $((early_orders + orders))
   reconcile_in_network
+  local placed=$((early_orders + orders))
 
   phase "rabbitmq: --scale sms=3, $scale_orders orders, one SMS killed"
   compose_up --scale sms=3
@@ -395,7 +420,7 @@ rabbitmq_phase() {
   "$orderflow" reconcile --json >"$run_dir/report.json" 2>/dev/null || fail "reconcile before the scaled run: not exact"
   sms_before=$(json_number sms_sent)
   # Orders at 60/s in the background, so that the SMS containers are busy when one dies.
-  place "$orders" "$scale_orders" 60 &
+  place "$placed" "$scale_orders" 60 &
   placer_pid=$!
   local waited=0 victim_sent=0
   while :; do
@@ -414,10 +439,10 @@ rabbitmq_phase() {
   kill -0 "$placer_pid" 2>/dev/null ||
     fail "the $scale_orders orders were all placed before $victim had sent 3 SMS: no kill mid-run"
   podman kill "$victim" >/dev/null || fail "podman kill $victim failed"
-  log "killed $victim (hostname ${hostname_of[$victim]}) mid-run: it had sent $victim_sent SMS; $(( $(json_number placed "$run_dir/at-kill.json") - orders )) of $scale_orders orders placed, $(( $(json_number sms_sent "$run_dir/at-kill.json") - sms_before )) SMS sent in this run so far"
+  log "killed $victim (hostname ${hostname_of[$victim]}) mid-run: it had sent $victim_sent SMS; $(( $(json_number placed "$run_dir/at-kill.json") - placed )) of $scale_orders orders placed, $(( $(json_number sms_sent "$run_dir/at-kill.json") - sms_before )) SMS sent in this run so far"
   wait "$placer_pid" || { placer_pid=""; fail "placing the $scale_orders orders failed"; }
   placer_pid=""
-  wait_exact $((orders + scale_orders))
+  wait_exact $((placed + scale_orders))
   check_sms_spread "${hostname_of[@]}" || fail "the SMS check failed (see above)"
   log "$victim after the run: $(podman inspect --format '{{.State.Status}} (restarts: {{.RestartCount}})' "$victim" 2>/dev/null)"
   reconcile_in_network
@@ -456,12 +481,11 @@ kafka_phase() {
   phase "kafka: up -d (tansu), every container healthy"
   podman image exists "$test_image" || build_image
   start_pump
-  compose_up
-  wait_healthy 7
+  early_orders_phase kafka
 
-  phase "kafka: $orders orders, exact"
-  place 0 "$orders" || fail "placing $orders orders failed"
-  wait_exact "$orders"
+  phase "kafka: $orders more orders, all $((early_orders + orders)) exact"
+  place "$early_orders" "$orders" || fail "placing $orders orders failed"
+  wait_exact $((early_orders + orders))
   reconcile_in_network
 
   phase "kafka: down -v"
