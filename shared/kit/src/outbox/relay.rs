@@ -49,7 +49,7 @@ pub struct Relay {
 
 /// What one round did.
 #[derive(Debug, PartialEq, Eq)]
-enum Round {
+pub(super) enum Round {
     /// This relay holds the lease and published this many rows.
     Published(usize),
     /// Another replica holds the lease.
@@ -142,7 +142,7 @@ impl Relay {
     }
 
     /// One round: lease, claim, publish, mark (see the module doc of [`crate::outbox`]).
-    async fn round(&self, lease: &mut Lease) -> anyhow::Result<Round> {
+    pub(super) async fn round(&self, lease: &mut Lease) -> anyhow::Result<Round> {
         let Some(held_until) = lease.take_or_renew(&self.db).await? else {
             return Ok(Round::Standby);
         };
