@@ -83,6 +83,12 @@ impl Relay {
         // Prune once soon after start, then every interval.
         let mut next_prune = Instant::now();
         loop {
+            // Housekeeping by the lease holder only, so one replica prunes each database;
+            // checked before the round so that a relay kept busy by full batches prunes too.
+            if lease.held() && Instant::now() >= next_prune {
+                self.prune().await;
+                next_prune = Instant::now() + retention::prune_interval(self.settings.retention);
+            }
             match self.round(&mut lease).await {
                 // A full batch: more rows are probably waiting, so go again at once
                 // instead of waiting for a wake-up.
@@ -99,10 +105,6 @@ impl Relay {
                         "outbox relay: publishing failed, will retry"
                     );
                 }
-            }
-            if lease.held() && Instant::now() >= next_prune {
-                self.prune().await;
-                next_prune = Instant::now() + retention::prune_interval(self.settings.retention);
             }
             let pause = if failures == 0 {
                 // Polling is the safety net: `wake` only reaches the relay of this
