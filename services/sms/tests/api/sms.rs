@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use crate::helpers::{drain, spawn_app, Store};
 
-fn payment(amount_cents: i64) -> PaymentSucceeded {
+pub(crate) fn payment(amount_cents: i64) -> PaymentSucceeded {
     PaymentSucceeded {
         order_id: Uuid::now_v7(),
         payment_id: Uuid::now_v7(),
