@@ -1,5 +1,6 @@
 //! One consumer group's queue: messages kept in publish order, per-key ownership (while a
-//! consumer holds unacked messages of a key, the group's other consumers skip that key),
+//! consumer holds unacked messages of a key, the group's other consumers skip that key —
+//! except an injected duplicate's twin, which seeks out another consumer; see `faults.rs`),
 //! a bounded capacity that makes publishers wait, and the backlog count.
 
 use std::{

@@ -16,7 +16,8 @@
 //! - **Per-key order with competing consumers.** While a consumer holds unacked messages
 //!   of a key, no other consumer of the group is given messages of that key — the dynamic
 //!   cousin of Kafka's partition ownership. One consumer may hold several messages of a key
-//!   (up to its prefetch); they reach it in publish order.
+//!   (up to its prefetch); they reach it in publish order. The one exception is staged on
+//!   purpose: the second copy of an injected `duplicate` goes to another consumer at once.
 //! - **Bounded capacity with back-pressure.** A group queue holds at most `capacity`
 //!   waiting messages (default 100,000); `publish` waits for room instead of growing
 //!   without bound — what a real broker's flow control does to a fast producer.
