@@ -2,7 +2,7 @@
 //! API, then a reconciliation read from each service's own store.
 //!
 //! ```text
-//! orderflow demo [--broker URL] [--orders N] [--inject duplicate=0.2,drop=0.05,…] [--json]
+//! orderflow demo [--broker URL] [--orders N] [--inject duplicate=0.2,drop=0.05,lose=0.01,…] [--json]
 //! ```
 //!
 //! With the default `memory://` broker nothing needs to be installed: each service gets a
@@ -29,7 +29,8 @@ pub struct Args {
     /// How many orders to place.
     #[arg(long, default_value_t = 200)]
     orders: usize,
-    /// Faults for the embedded broker, e.g. `duplicate=0.2,reorder=0.1,drop=0.05,delay=0.1`.
+    /// Faults for the embedded broker, e.g. `duplicate=0.2,reorder=0.1,drop=0.05,delay=0.1`
+    /// (`lose=0.01`: confirmed, then lost — the demo then fails, as it should).
     #[arg(long)]
     inject: Option<String>,
     /// PostgreSQL server for the services' databases (one database per service and run)
@@ -55,6 +56,9 @@ struct DemoOutput<'a> {
     /// What the embedded broker injected (memory:// with --inject only).
     #[serde(skip_serializing_if = "Option::is_none")]
     faults_injected: Option<FaultsInjected>,
+    /// Orders the demo asked for (`--orders`); `placed` must equal it.
+    orders_requested: usize,
+    /// Exact, and as many orders stored as requested: what the exit status says.
     exact: bool,
 }
 
@@ -62,12 +66,15 @@ struct DemoOutput<'a> {
 #[derive(Serialize)]
 struct FaultsInjected {
     dropped: u64,
+    /// Confirmed to the publisher, then lost (`lose=`): only reconciliation can see these.
+    lost: u64,
     duplicated: u64,
     reordered: u64,
     delayed: u64,
 }
 
-/// Runs the demo; `Ok(false)` when the reconciliation is not exact.
+/// Runs the demo; `Ok(false)` when the reconciliation is not exact (anything missing,
+/// doubled or orphaned) or the orders stored are not the orders requested.
 pub async fn run(args: Args) -> anyhow::Result<bool> {
     anyhow::ensure!(args.orders > 0, "--orders must be at least 1");
     let broker = broker_url(&args.broker, args.inject.as_deref())?;
@@ -105,6 +112,7 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
         .and_then(|_| orderflow_broker::memory::fault_stats(&broker))
         .map(|stats| FaultsInjected {
             dropped: stats.dropped,
+            lost: stats.lost,
             duplicated: stats.duplicated,
             reordered: stats.reordered,
             delayed: stats.delayed,
@@ -112,6 +120,8 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
     stack.stop().await?;
 
     let orders_per_s = args.orders as f64 / elapsed.as_secs_f64();
+    let as_requested = report.placed as usize == args.orders;
+    let exact = report.is_exact() && as_requested;
     if args.json {
         let output = DemoOutput {
             report: &report,
@@ -119,7 +129,8 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
             orders_per_s: (orders_per_s * 10.0).round() / 10.0,
             place_ms,
             faults_injected,
-            exact: report.is_exact(),
+            orders_requested: args.orders,
+            exact,
         };
         println!("{}", serde_json::to_string(&output)?);
     } else {
@@ -130,14 +141,20 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
         );
         if let Some(faults) = &faults_injected {
             println!(
-                "  faults injected by the broker: {} publishes lost (no confirm), {} deliveries \
-                 duplicated, {} reordered, {} delayed",
-                faults.dropped, faults.duplicated, faults.reordered, faults.delayed
+                "  faults injected by the broker: {} publishes lost (no confirm), {} confirmed \
+                 then lost, {} deliveries duplicated, {} reordered, {} delayed",
+                faults.dropped, faults.lost, faults.duplicated, faults.reordered, faults.delayed
             );
         }
         print!("{}", report.render());
+        if !as_requested {
+            println!(
+                "  NOT AS REQUESTED: {} orders stored, {} requested",
+                report.placed, args.orders
+            );
+        }
     }
-    Ok(report.is_exact())
+    Ok(exact)
 }
 
 /// Adds `--inject` faults to a memory:// URL (and refuses them for real brokers).
