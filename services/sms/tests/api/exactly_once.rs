@@ -5,7 +5,12 @@
 use std::{sync::Arc, time::Duration};
 
 use orderflow_events::Event;
-use orderflow_kit::{consumer::Outcome, db::Db, outbox::Relay, shutdown::CancellationToken};
+use orderflow_kit::{
+    consumer::Outcome,
+    db::Db,
+    outbox::{Relay, RelaySettings},
+    shutdown::CancellationToken,
+};
 use orderflow_sms::{
     gateway::{SmsGateway, SmsGatewaySettings},
     handlers::PaymentSucceededHandler,
@@ -37,7 +42,7 @@ async fn two_copies_handled_at_once_text_once(store: Store) {
         },
         db.clone(),
     ));
-    let relay = Relay::new(db.clone(), app.broker.clone());
+    let relay = Relay::new(db.clone(), app.broker.clone(), RelaySettings::default());
     let handler = PaymentSucceededHandler::new(db.clone(), relay, gateway.clone(), "sms-x".into());
     let paid = payment(2_000);
     let envelope = Event::PaymentSucceeded(paid.clone()).to_envelope();

@@ -8,7 +8,7 @@ use tokio::{sync::Notify, time::Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::{lease::Lease, publish, retention, rows};
-use crate::{db::Db, retry::RetryPolicy};
+use crate::{config, db::Db, retry::RetryPolicy};
 
 /// Rows published per round.
 const BATCH: i64 = 500;
@@ -26,6 +26,16 @@ pub struct RelaySettings {
     pub publish_timeout: Duration,
     /// How long sent rows and processed message ids are kept (`ORDERFLOW_RETENTION`).
     pub retention: Duration,
+}
+
+impl Default for RelaySettings {
+    /// The same defaults a service gets when neither variable is set.
+    fn default() -> Self {
+        RelaySettings {
+            publish_timeout: config::DEFAULT_PUBLISH_TIMEOUT,
+            retention: config::DEFAULT_RETENTION,
+        }
+    }
 }
 
 impl RelaySettings {
