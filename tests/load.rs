@@ -1,6 +1,6 @@
 //! `orderflow load`, in short runs: the schedule is kept or its lateness reported, latency
 //! counts from the intended send time, every accepted order is counted at every stage,
-//! the JSON has every field and the files of `--out` are written.
+//! the JSON has every field, and `--out` writes the series and charts (well-formed SVG).
 //!
 //! ```text
 //! cargo test -p orderflow --test load
@@ -297,7 +297,7 @@ fn keys(value: &serde_json::Value) -> Vec<&str> {
 }
 
 #[test]
-fn the_command_prints_json_with_every_field_and_writes_the_series() {
+fn the_command_prints_json_with_every_field_and_writes_the_series_and_charts() {
     let out = scratch_dir();
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_orderflow"))
         .args([
@@ -373,6 +373,7 @@ fn the_command_prints_json_with_every_field_and_writes_the_series() {
             "max_in_flight",
             "profile",
             "seed",
+            "sms_limit_per_s",
             "target",
             "timeout_ms"
         ]
@@ -451,5 +452,65 @@ fn the_command_prints_json_with_every_field_and_writes_the_series() {
     let report_file: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
     assert_eq!(report_file["totals"], report["totals"]);
+
+    // The charts: well-formed SVG, each with its title, axis labels, legend and set-up.
+    let peak_shaving = svg_text(&out.join("peak-shaving.svg"));
+    for expected in [
+        "Peak shaving",
+        "time since the start of the run (s)",
+        "orders/s and texts/s",
+        "SMS backlog, messages waiting",
+        "offered load",
+        "orders accepted by the API",
+        "SMS sent (texts/s)",
+        "SMS gateway limit (50 texts/s)",
+        "burst (1–2 s)",
+        "Set-up: in-process stack on memory; 20 orders/s uniform for 3 s",
+    ] {
+        assert!(
+            peak_shaving.iter().any(|text| text.contains(expected)),
+            "no `{expected}` in the peak-shaving chart: {peak_shaving:?}"
+        );
+    }
+    let latency = svg_text(&out.join("latency.svg"));
+    for expected in [
+        "latency (ms, log scale)",
+        "p50",
+        "p99.9",
+        "max (dashed)",
+        "Set-up:",
+    ] {
+        assert!(
+            latency.iter().any(|text| text.contains(expected)),
+            "no `{expected}` in the latency chart: {latency:?}"
+        );
+    }
     let _ = std::fs::remove_dir_all(&out);
+}
+
+/// Parses an SVG file as XML (failing on any syntax error) and returns the text of its
+/// `<text>` elements.
+fn svg_text(path: &std::path::Path) -> Vec<String> {
+    use quick_xml::events::Event;
+    let svg = std::fs::read_to_string(path).unwrap_or_else(|error| panic!("{path:?}: {error}"));
+    let mut reader = quick_xml::Reader::from_str(&svg);
+    let (mut texts, mut in_text, mut root) = (Vec::new(), false, None);
+    loop {
+        match reader.read_event() {
+            Ok(Event::Start(element)) => {
+                let name = String::from_utf8_lossy(element.name().as_ref()).into_owned();
+                in_text = name == "text";
+                root.get_or_insert(name);
+            }
+            Ok(Event::Text(text)) if in_text => {
+                texts.push(text.decode().unwrap().into_owned());
+            }
+            Ok(Event::End(_)) => in_text = false,
+            Ok(Event::Eof) => break,
+            Ok(_) => {}
+            Err(error) => panic!("{path:?} is not well-formed XML: {error}"),
+        }
+    }
+    assert_eq!(root.as_deref(), Some("svg"), "{path:?}");
+    texts
 }

@@ -29,9 +29,11 @@
 //! | `run.rs` | one run: target up, observer declared, load sent, flow drained, report built |
 //! | `series.rs` | the per-second series, `series.csv` and `series.json` |
 //! | `report.rs` | the report `--json` prints, and the table |
+//! | `charts.rs` | the SVG charts: peak shaving, latency over time |
 
 mod args;
 pub mod backlog;
+pub mod charts;
 pub mod generator;
 pub mod latency;
 pub mod logged;

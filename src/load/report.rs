@@ -32,6 +32,8 @@ pub struct Setup {
     pub late_after_ms: u64,
     /// The machine: cores and CPU model.
     pub machine: String,
+    /// The SMS gateway's limit, texts/s, when known (the in-process stack's).
+    pub sms_limit_per_s: Option<f64>,
 }
 
 impl Setup {

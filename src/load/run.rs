@@ -11,7 +11,7 @@ use tokio::{sync::mpsc, time::Instant};
 use super::{
     args::Args,
     backlog::{self, BacklogSeries},
-    generator, logged, observer,
+    charts, generator, logged, observer,
     order_api::OrderApi,
     recorder::Recorder,
     report::{GroupBacklog, LoadReport, Setup, StageSummary, Totals},
@@ -36,6 +36,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         let path = dir.join("report.json");
         std::fs::write(&path, serde_json::to_string_pretty(&report)?)
             .with_context(|| format!("writing {}", path.display()))?;
+        charts::write(dir, &report)?;
     }
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
@@ -43,7 +44,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         println!("\nload test: {}", report.setup.caption());
         print!("{}", report.render());
         if let Some(dir) = &args.out {
-            println!("  series and report written to {}", dir.display());
+            println!(
+                "  written to {}: series.csv, series.json, report.json, peak-shaving.svg, latency.svg",
+                dir.display()
+            );
         }
     }
     Ok(())
@@ -221,6 +225,7 @@ pub async fn measure(args: &Args) -> anyhow::Result<LoadReport> {
         }
         None => (BacklogSeries::default(), 0),
     };
+    let in_process = target.stack.is_some();
     if let Some(stack) = target.stack {
         stack.stop().await?;
     }
@@ -247,6 +252,8 @@ pub async fn measure(args: &Args) -> anyhow::Result<LoadReport> {
         timeout_ms: args.timeout.as_millis() as u64,
         late_after_ms: args.late_after.as_millis() as u64,
         machine: machine(),
+        sms_limit_per_s: in_process
+            .then(|| orderflow_sms::gateway::SmsGatewaySettings::default().rate_per_s),
     };
     Ok(build_report(
         setup,
