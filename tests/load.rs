@@ -219,25 +219,27 @@ fn orders_at(report: &LoadReport, stage: Stage) -> u64 {
         )
 }
 
-#[tokio::test]
-async fn every_accepted_order_is_counted_at_every_stage_of_the_in_process_stack() {
-    let mut args = args(&["--rate", "50", "--duration", "2s", "--drain", "60s"]);
-    args.broker = None;
-    args.postgres = None;
-    let report = load::measure(&args).await.unwrap();
+/// Checks a run of `orders` demo orders: every accepted order reached every stage, the
+/// per-second series add up, every group was sampled.
+fn assert_every_stage_counted(report: &LoadReport, orders: u64) {
     let accepted = report.totals.accepted;
-    assert_eq!(accepted, 100, "{:?}", report.totals);
+    assert_eq!(accepted, orders, "{:?}", report.totals);
     assert_eq!(report.settled, Some(accepted), "{}", report.render());
-    // Every tenth demo order is over the card limit: 10 of the first 100 are declined.
+    // Every tenth demo order is over the card limit.
     let (paid, failed) = (
-        orders_at(&report, Stage::Paid),
-        orders_at(&report, Stage::Failed),
+        orders_at(report, Stage::Paid),
+        orders_at(report, Stage::Failed),
     );
-    assert_eq!((paid, failed), (90, 10), "{}", report.render());
-    assert_eq!(orders_at(&report, Stage::Placed), accepted);
-    assert_eq!(orders_at(&report, Stage::Points), paid);
-    assert_eq!(orders_at(&report, Stage::Sms), paid);
-    assert_eq!(orders_at(&report, Stage::Logged), accepted);
+    assert_eq!(
+        (paid, failed),
+        (orders - orders / 10, orders / 10),
+        "{}",
+        report.render()
+    );
+    assert_eq!(orders_at(report, Stage::Placed), accepted);
+    assert_eq!(orders_at(report, Stage::Points), paid);
+    assert_eq!(orders_at(report, Stage::Sms), paid);
+    assert_eq!(orders_at(report, Stage::Logged), accepted);
     assert_eq!(report.other_orders, 0);
     // The per-second series add up to the totals.
     for stage in Stage::ALL {
@@ -246,7 +248,7 @@ async fn every_accepted_order_is_counted_at_every_stage_of_the_in_process_stack(
             .iter()
             .map(|second| second.stages[&stage])
             .sum();
-        assert_eq!(per_second, orders_at(&report, stage), "{stage:?}");
+        assert_eq!(per_second, orders_at(report, stage), "{stage:?}");
     }
     let accepted_per_second: u64 = report.series.iter().map(|second| second.accepted).sum();
     assert_eq!(accepted_per_second, accepted);
@@ -262,7 +264,7 @@ async fn every_accepted_order_is_counted_at_every_stage_of_the_in_process_stack(
     };
     assert!(p50(Stage::Placed) <= p50(Stage::Paid));
     assert!(p50(Stage::Paid) <= p50(Stage::Sms));
-    // Every group was sampled, and everything drained.
+    // Every group was sampled.
     let groups: Vec<&str> = report
         .backlog
         .iter()
@@ -282,6 +284,59 @@ async fn every_accepted_order_is_counted_at_every_stage_of_the_in_process_stack(
     for group in &report.backlog {
         assert!(group.peak.is_some(), "{group:?}");
     }
+}
+
+#[tokio::test]
+async fn every_accepted_order_is_counted_at_every_stage_of_the_in_process_stack() {
+    let mut args = args(&["--rate", "50", "--duration", "2s", "--drain", "60s"]);
+    args.broker = None;
+    args.postgres = None;
+    let report = load::measure(&args).await.unwrap();
+    assert_every_stage_counted(&report, 100);
+}
+
+fn rabbitmqctl(args: &[&str]) -> String {
+    let output = std::process::Command::new("rabbitmqctl")
+        .args(args)
+        .output()
+        .expect("run rabbitmqctl");
+    assert!(
+        output.status.success(),
+        "rabbitmqctl {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn on_rabbitmq_every_stage_is_counted_and_the_observer_queue_is_removed_after() {
+    let Some(base) = orderflow_kit::testenv::require("ORDERFLOW_AMQP_URL", "RabbitMQ") else {
+        return;
+    };
+    // A virtual host of the test's own: the services' group queues are nobody else's.
+    let vhost = format!("orderflow-load-{}", uuid::Uuid::now_v7().simple());
+    rabbitmqctl(&["add_vhost", &vhost]);
+    rabbitmqctl(&["set_permissions", "-p", &vhost, "guest", ".*", ".*", ".*"]);
+    let server = base
+        .rsplit_once('/')
+        .map_or(base.as_str(), |(server, _)| server);
+    let mut args = args(&["--rate", "20", "--duration", "2s", "--drain", "90s"]);
+    args.broker = Some(format!("{server}/{vhost}"));
+    args.postgres = None;
+    let report = load::measure(&args).await;
+    let queues = rabbitmqctl(&["list_queues", "-p", &vhost, "name"]);
+    rabbitmqctl(&["delete_vhost", &vhost]);
+    let report = report.unwrap();
+    assert_every_stage_counted(&report, 40);
+    let observer = report.observer_group.as_deref().unwrap();
+    assert!(
+        queues.lines().any(|line| line.trim() == "payment"),
+        "{queues}"
+    );
+    assert!(
+        !queues.lines().any(|line| line.trim().starts_with(observer)),
+        "the observer's queues were left behind: {queues}"
+    );
 }
 
 /// The keys of a JSON object, sorted.
@@ -329,6 +384,7 @@ fn the_command_prints_json_with_every_field_and_writes_the_series_and_charts() {
             "latency_base_ms",
             "latency_burst_ms",
             "latency_ms",
+            "observer_group",
             "other_orders",
             "send_lag_ms",
             "series",
@@ -513,4 +569,30 @@ fn svg_text(path: &std::path::Path) -> Vec<String> {
     }
     assert_eq!(root.as_deref(), Some("svg"), "{path:?}");
     texts
+}
+
+/// Not a test of speed (nothing here asserts one): a measuring run, started by hand, that
+/// prints what the generator sustains against an endpoint that answers at once.
+///
+/// ```text
+/// ORDERFLOW_LOAD_RATE=20000 cargo test --release -p orderflow --test load generator_capacity -- --ignored --nocapture
+/// ```
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "a measuring run: start it by hand with --ignored --nocapture"]
+async fn generator_capacity_against_a_trivial_endpoint() {
+    let rate = std::env::var("ORDERFLOW_LOAD_RATE").unwrap_or_else(|_| "20000".into());
+    let url = order_api(Arc::new(Behaviour::default())).await;
+    let report = load::measure(&args(&[
+        "--target",
+        &url,
+        "--rate",
+        &rate,
+        "--duration",
+        "10s",
+    ]))
+    .await
+    .unwrap();
+    let totals = report.totals;
+    assert_eq!(totals.sent + totals.dropped, totals.offered, "{totals:?}");
+    println!("{}", report.render());
 }

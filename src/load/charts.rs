@@ -107,7 +107,12 @@ fn draw_peak_shaving(path: &Path, report: &LoadReport) -> anyhow::Result<()> {
 
     let mut chart = ChartBuilder::on(&main)
         .caption(
-            "Peak shaving: the order API takes the burst, the SMS queue absorbs it",
+            if report.stages.is_empty() {
+                // No broker watched: there is no SMS line to show, only the API.
+                "Offered load and orders accepted by the order API"
+            } else {
+                "Peak shaving: the order API takes the burst, the SMS queue absorbs it"
+            },
             (FONT, 26),
         )
         .margin(20)

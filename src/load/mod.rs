@@ -26,6 +26,7 @@
 //! | `logged.rs` | the *logged* stage, asked of the logging service |
 //! | `stages.rs` | the stages and every order's journey through them |
 //! | `backlog.rs` | every group's backlog, sampled through the broker abstraction |
+//! | `cleanup.rs` | the observer's group removed after the run (RabbitMQ keeps queues) |
 //! | `run.rs` | one run: target up, observer declared, load sent, flow drained, report built |
 //! | `series.rs` | the per-second series, `series.csv` and `series.json` |
 //! | `report.rs` | the report `--json` prints, and the table |
@@ -34,6 +35,7 @@
 mod args;
 pub mod backlog;
 pub mod charts;
+mod cleanup;
 pub mod generator;
 pub mod latency;
 pub mod logged;

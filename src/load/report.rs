@@ -126,6 +126,8 @@ pub struct LoadReport {
     pub other_orders: u64,
     /// Messages the observer could not read.
     pub unreadable: u64,
+    /// The observer's consumer group (removed from RabbitMQ after the run).
+    pub observer_group: Option<String>,
     /// Every group's backlog.
     pub backlog: Vec<GroupBacklog>,
     /// Seconds from the start to the end of the drain.

@@ -1,7 +1,7 @@
 //! One load run, start to finish: the target up (or found), the observer declared before
 //! the first order, the load sent on schedule, the flow drained, the report built.
 
-use std::{collections::HashSet, sync::Arc, time::Duration};
+use std::{collections::HashSet, io::IsTerminal, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use orderflow_broker::Broker;
@@ -11,7 +11,7 @@ use tokio::{sync::mpsc, time::Instant};
 use super::{
     args::Args,
     backlog::{self, BacklogSeries},
-    charts, generator, logged, observer,
+    charts, cleanup, generator, logged, observer,
     order_api::OrderApi,
     recorder::Recorder,
     report::{GroupBacklog, LoadReport, Setup, StageSummary, Totals},
@@ -124,6 +124,8 @@ fn machine() -> String {
 /// The tasks that watch the broker during a run.
 struct Watchers {
     broker: Arc<dyn Broker>,
+    /// The observer's group, removed after the run.
+    group: String,
     stop: CancellationToken,
     observer: tokio::task::JoinHandle<u64>,
     checker: Option<tokio::task::JoinHandle<()>>,
@@ -140,6 +142,7 @@ async fn watch(
         .await
         .with_context(|| format!("connecting to {}", orderflow_kit::db::redact(broker_url)))?;
     let (subscription, deliveries) = observer::start(&broker).await?;
+    let group = subscription.group.clone();
     let stop = CancellationToken::new();
     let (complete_tx, complete_rx) = mpsc::unbounded_channel();
     let checker = logging_url.map(|url| {
@@ -168,6 +171,7 @@ async fn watch(
     ));
     Ok(Watchers {
         broker,
+        group,
         stop,
         observer,
         checker,
@@ -209,9 +213,12 @@ pub async fn measure(args: &Args) -> anyhow::Result<LoadReport> {
 
     let with_logging = watchers.as_ref().is_some_and(|w| w.checker.is_some());
     if watchers.is_some() {
-        drain(&recorder, &journeys, with_logging, args.drain, !args.json).await;
+        // The progress line rewrites itself: only worth printing to a terminal.
+        let progress = !args.json && std::io::stderr().is_terminal();
+        drain(&recorder, &journeys, with_logging, args.drain, progress).await;
     }
     let elapsed_s = start.elapsed().as_secs_f64();
+    let observer_group = watchers.as_ref().map(|watchers| watchers.group.clone());
     let (backlog, unreadable) = match watchers {
         Some(watchers) => {
             watchers.stop.cancel();
@@ -221,6 +228,14 @@ pub async fn measure(args: &Args) -> anyhow::Result<LoadReport> {
             }
             let backlog = watchers.sampler.await.unwrap_or_default();
             let _ = watchers.broker.close().await;
+            if let Some(url) = &target.broker_url {
+                if let Err(error) = cleanup::remove_group(url, &watchers.group).await {
+                    tracing::warn!(
+                        "could not remove the observer's group {}: {error:#}",
+                        watchers.group
+                    );
+                }
+            }
             (backlog, unreadable)
         }
         None => (BacklogSeries::default(), 0),
@@ -255,7 +270,7 @@ pub async fn measure(args: &Args) -> anyhow::Result<LoadReport> {
         sms_limit_per_s: in_process
             .then(|| orderflow_sms::gateway::SmsGatewaySettings::default().rate_per_s),
     };
-    Ok(build_report(
+    let mut report = build_report(
         setup,
         &recorder,
         &journeys,
@@ -264,7 +279,9 @@ pub async fn measure(args: &Args) -> anyhow::Result<LoadReport> {
         backlog,
         unreadable,
         elapsed_s,
-    ))
+    );
+    report.observer_group = observer_group;
+    Ok(report)
 }
 
 /// Waits until every accepted order has settled, or `patience` has passed.
@@ -386,6 +403,7 @@ fn build_report(
             .filter(|order_id| !accepted_ids.contains(order_id))
             .count() as u64,
         unreadable,
+        observer_group: None,
         backlog: backlog
             .groups
             .iter()
