@@ -512,7 +512,7 @@ fn the_command_prints_json_with_every_field_and_writes_the_series_and_charts() {
     // The charts: well-formed SVG, each with its title, axis labels, legend and set-up.
     let peak_shaving = svg_text(&out.join("peak-shaving.svg"));
     for expected in [
-        "Peak shaving",
+        "Peak shaving: offered load, orders accepted, SMS sent and the SMS backlog",
         "time since the start of the run (s)",
         "orders/s and texts/s",
         "SMS backlog, messages waiting",

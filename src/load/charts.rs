@@ -28,6 +28,7 @@ const ACCEPTED: RGBColor = RGBColor(31, 119, 180);
 const SMS_SENT: RGBColor = RGBColor(44, 160, 44);
 const BACKLOG: RGBColor = RGBColor(214, 39, 40);
 const BURST: RGBColor = RGBColor(255, 190, 60);
+const FAILED: RGBColor = RGBColor(148, 103, 189);
 const PERCENTILES: [(&str, RGBColor); 5] = [
     ("p50", RGBColor(31, 119, 180)),
     ("p90", RGBColor(44, 160, 44)),
@@ -97,7 +98,10 @@ fn draw_peak_shaving(path: &Path, report: &LoadReport) -> anyhow::Result<()> {
     let sms_backlog = |row: &SecondRow| row.backlog.get("sms").copied().flatten();
     let rate_max = rows
         .iter()
-        .flat_map(|row| [row.offered, row.accepted, sms_per_s(row)])
+        .flat_map(|row| {
+            let failed = row.errors + row.timeouts + row.dropped;
+            [row.offered, row.accepted, sms_per_s(row), failed]
+        })
         .max()
         .unwrap_or(0) as f64;
     // Head room above the highest value: the legend sits there, clear of the lines.
@@ -111,7 +115,8 @@ fn draw_peak_shaving(path: &Path, report: &LoadReport) -> anyhow::Result<()> {
                 // No broker watched: there is no SMS line to show, only the API.
                 "Offered load and orders accepted by the order API"
             } else {
-                "Peak shaving: the order API takes the burst, the SMS queue absorbs it"
+                // A title that states no verdict: an overloaded run must not claim success.
+                "Peak shaving: offered load, orders accepted, SMS sent and the SMS backlog"
             },
             (FONT, 26),
         )
@@ -203,6 +208,20 @@ fn draw_peak_shaving(path: &Path, report: &LoadReport) -> anyhow::Result<()> {
             ))?
             .label("SMS sent (texts/s)")
             .legend(|(x, y)| PathElement::new([(x, y), (x + 22, y)], SMS_SENT.stroke_width(2)));
+    }
+    // Requests that got no 2xx: without this line an overloaded run's missing orders
+    // would simply vanish between the offered and the accepted line.
+    let failed_per_s = |row: &SecondRow| (row.errors + row.timeouts + row.dropped) as f64;
+    if rows.iter().any(|row| failed_per_s(row) > 0.0) {
+        chart
+            .draw_series(DashedLineSeries::new(
+                rows.iter().map(|row| (middle(row), failed_per_s(row))),
+                6,
+                4,
+                FAILED.stroke_width(2),
+            ))?
+            .label("errors, timeouts and drops (requests/s)")
+            .legend(|(x, y)| PathElement::new([(x, y), (x + 22, y)], FAILED.stroke_width(2)));
     }
     chart
         .configure_series_labels()
