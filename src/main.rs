@@ -5,6 +5,7 @@
 //! cargo run --release -- bench broker --broker URL    # abstraction vs raw client, msg/s
 //! orderflow place --url URL --orders N [--rate R]     # orders into running services
 //! orderflow reconcile [--wait-for N --deadline S] [--json]   # check running services
+//! cargo run --release -- load --burst 10x:10s@10s --duration 40s --out DIR   # open-loop load test
 //! ```
 //!
 //! `demo` and `reconcile` exit with status 1 when anything is missing, doubled or orphaned
@@ -15,7 +16,7 @@
 
 use std::time::Duration;
 
-use orderflow::{bench, demo, place, reconcile};
+use orderflow::{bench, demo, load, place, reconcile};
 
 use clap::{Parser, Subcommand};
 
@@ -49,6 +50,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Offers orders at a fixed rate (open loop, with an optional burst) and measures the
+    /// API latency, every stage of the journey and every consumer group's backlog.
+    Load(load::Args),
     /// Measures throughput.
     Bench {
         #[command(subcommand)]
@@ -92,6 +96,9 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
     };
     match cli.command {
         Command::Demo(args) => demo::run(args).await.map(exact),
+        Command::Load(args) => load::run(args)
+            .await
+            .map(|()| std::process::ExitCode::SUCCESS),
         Command::Place(args) => place::run(args)
             .await
             .map(|()| std::process::ExitCode::SUCCESS),
