@@ -34,7 +34,9 @@
 //!   its delay, republishes the envelope (attempt header raised) straight to the group
 //!   queue through the default exchange with a confirm, and only then acks the original.
 //!   A crash in between leaves a duplicate (same envelope id, consumers deduplicate),
-//!   never a loss. The topic travels in the `message-topic` header on that copy, because
+//!   never a loss; a copy the broker did not store (no confirm, nacked, or returned
+//!   because the queue is gone) nacks the original with requeue and fails the settle,
+//!   so the original is delivered again rather than held unacked for good. The topic travels in the `message-topic` header on that copy, because
 //!   its routing key is now the queue name.
 //! - **Dead letters.** [`Delivery::dead_letter`] republishes the envelope (reason headers
 //!   set) to `<group>.dlq` with a confirm, then acks the original. The dead-letter
