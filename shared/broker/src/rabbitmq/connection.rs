@@ -71,8 +71,12 @@ pub(super) struct Live {
     /// is still the one to use.
     pub(super) connection: Connection,
     /// The one channel in confirm mode that every publish goes through (events, retry
-    /// copies, dead letters), with its confirm task.
-    pub(super) publishing: PublishChannel,
+    /// copies, dead letters), with its confirm task. Replaced when the server closed it
+    /// while the connection lives on (`publish.rs`, [`Live::publishing`]).
+    pub(super) publishing: std::sync::Mutex<Arc<PublishChannel>>,
+    /// Held while a closed publishing channel is being replaced, so that publishes that
+    /// find it closed at the same time open one new channel, not one each.
+    pub(super) reopening: tokio::sync::Mutex<()>,
 }
 
 impl RabbitBroker {
@@ -135,7 +139,8 @@ impl Shared {
         Ok(Live {
             generation: self.generation.fetch_add(1, Ordering::Relaxed) + 1,
             connection,
-            publishing,
+            publishing: std::sync::Mutex::new(Arc::new(publishing)),
+            reopening: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -320,7 +325,7 @@ impl Broker for RabbitBroker {
         let Some(live) = self.shared.live.send_replace(None) else {
             return Ok(());
         };
-        let publisher = &live.publishing.channel;
+        let publisher = live.publishing_channel();
         if publisher.status().connected() {
             let _ = publisher.close(REPLY_SUCCESS, "OK".into()).await;
         }

@@ -53,6 +53,11 @@
 //!   re-consumes on it, feeding the *same* [`Deliveries`]. Deliveries from the dead
 //!   channel can no longer be acked (their [`Delivery::ack`] fails with
 //!   [`BrokerError::Settle`]); the server has already put them back in the queue.
+//! - **A closed publishing channel is replaced.** The server closes a channel, not the
+//!   connection, for a channel-level error (a publish to an exchange that is gone, a
+//!   failed passive declare). The next publish that finds the publishing channel closed
+//!   while the connection is up opens a new one (with a confirm task of its own) and
+//!   goes on; publishes that were waiting on the old one fail, their outcome unknown.
 //! - **Backlog** is the queue's *ready* message count (passive `queue.declare`): messages
 //!   delivered to a consumer and not yet acked are not counted.
 //!
@@ -82,8 +87,8 @@
 //!   delivery.
 //! - `wire.rs`: an [`Envelope`] to AMQP properties and headers and back, also for what
 //!   the server dead-lettered. The format's unit tests live here.
-//! - `outage.rs`: a test helper that cuts this client's connections through
-//!   `rabbitmqctl`.
+//! - `outage.rs`: test helpers that cut this client's connections through
+//!   `rabbitmqctl`, or have the server close its publishing channel.
 //!
 //! [`Publisher`]: crate::Publisher
 //! [`Subscriber`]: crate::Subscriber

@@ -5,12 +5,14 @@
 //! [`BrokerError::Unroutable`], never a success. The confirms themselves are read by
 //! the publishing channel's task (`confirms.rs`).
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use lapin::{options::BasicPublishOptions, types::ShortString, Channel, Connection};
 
 use super::{
     confirms::{ConfirmTask, Outcome, Outgoing},
-    connection::{RabbitBroker, Shared},
+    connection::{Live, RabbitBroker, Shared},
     topology::{declare_exchanges, EXCHANGE},
     wire::{properties_of, short},
 };
@@ -25,7 +27,8 @@ const MANDATORY: BasicPublishOptions = BasicPublishOptions {
 };
 
 /// The channel every publish goes through, in confirm mode, and the task that writes on
-/// it and reads its confirms.
+/// it and reads its confirms. Replaced whole (channel and task) when the server closed
+/// the channel.
 pub(super) struct PublishChannel {
     /// Kept for its status and for closing it; only the confirm task publishes on it.
     pub(super) channel: Channel,
@@ -50,6 +53,54 @@ impl PublishChannel {
             confirms: ConfirmTask::start(channel.clone()),
             channel,
         })
+    }
+}
+
+impl Live {
+    /// The publishing channel in use now.
+    pub(super) fn publishing_channel(&self) -> Channel {
+        self.current_publishing().channel.clone()
+    }
+
+    fn current_publishing(&self) -> Arc<PublishChannel> {
+        self.publishing
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// The publishing channel to publish on: the current one, or, if the server has
+    /// closed it (any channel-level error does: a publish to a missing exchange, a
+    /// failed passive declare, a protocol error) while the connection is still up, a new
+    /// one opened in its place. A lost connection is left to the supervisor, which
+    /// replaces the whole [`Live`].
+    async fn publishing(&self) -> std::result::Result<Arc<PublishChannel>, String> {
+        let current = self.current_publishing();
+        if current.channel.status().connected() || !self.connection.status().connected() {
+            return Ok(current);
+        }
+        let _only_one = self.reopening.lock().await;
+        // Someone else may have replaced it while this one waited for the lock.
+        let current = self.current_publishing();
+        if current.channel.status().connected() {
+            return Ok(current);
+        }
+        let fresh = Arc::new(
+            PublishChannel::open(&self.connection)
+                .await
+                .map_err(|error| format!("reopening the publishing channel failed: {error}"))?,
+        );
+        tracing::warn!(
+            generation = self.generation,
+            "the broker closed the publishing channel; publishing on a new one"
+        );
+        *self
+            .publishing
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = fresh.clone();
+        // The old one's confirm task ends once its last confirms (failed with the
+        // channel) are answered.
+        Ok(fresh)
     }
 }
 
@@ -93,10 +144,11 @@ impl Shared {
             Route::Queue(_) => "",
         });
         let live = self.current_or(|detail| fail(first, detail))?;
-        let answer = live
-            .publishing
-            .confirms
-            .publish(exchange, MANDATORY, messages);
+        let publishing = live
+            .publishing()
+            .await
+            .map_err(|detail| fail(first, detail))?;
+        let answer = publishing.confirms.publish(exchange, MANDATORY, messages);
         let outcomes = answer
             .await
             .map_err(|_| fail(first, "the publishing task stopped before answering".into()))?;
@@ -161,5 +213,55 @@ impl Publisher for RabbitBroker {
         self.shared
             .publish_confirmed(&envelopes, Route::Topic)
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use orderflow_kit::{testenv, wait};
+
+    use super::*;
+    use crate::{Broker, Subscriber, Subscription};
+
+    /// Against a real RabbitMQ: the server closes the publishing channel (a channel-level
+    /// error) while the connection lives on; publishing works again without a reconnect.
+    #[tokio::test]
+    async fn a_publishing_channel_the_broker_closed_is_opened_again() {
+        let Some(url) = testenv::require("ORDERFLOW_AMQP_URL", "RabbitMQ") else {
+            return;
+        };
+        let broker = RabbitBroker::connect(&url).await.unwrap();
+        let run = uuid::Uuid::now_v7().simple();
+        let topic = format!("reopened-{run}");
+        let mut deliveries = broker
+            .subscribe(Subscription::new(format!("reopeners-{run}"), [&topic]))
+            .await
+            .unwrap();
+        let generation = broker.shared.current().unwrap().generation;
+
+        broker.break_publisher_channel_for_test().await.unwrap();
+        let sent = Envelope::new(&topic, "k", "after the channel closed");
+        wait::until(
+            "a publish to succeed after the publishing channel was closed",
+            Duration::from_secs(10),
+            Duration::from_millis(100),
+            || {
+                let (broker, sent) = (&broker, sent.clone());
+                async move { broker.publish(sent).await.ok() }
+            },
+        )
+        .await
+        .unwrap();
+        let delivery = deliveries
+            .next_within(Duration::from_secs(10))
+            .await
+            .expect("the message published on the new channel");
+        assert_eq!(delivery.envelope().id, sent.id);
+        delivery.ack().await.unwrap();
+        // The same connection: only the channel was replaced.
+        assert_eq!(broker.shared.current().unwrap().generation, generation);
+        broker.close().await.unwrap();
     }
 }
