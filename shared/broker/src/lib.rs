@@ -7,7 +7,7 @@
 //! | URL | backend | file |
 //! | --- | --- | --- |
 //! | `memory://[name][?drop=0.05&duplicate=0.2&reorder=0.1&delay=0.1&seed=7]` | embedded broker with fault injection | `memory/` |
-//! | `amqp://user:pass@host:5672/%2f` | RabbitMQ through lapin | `rabbitmq/` |
+//! | `amqp://user:pass@host:5672/%2f[?publish_timeout_ms=30000]` | RabbitMQ through lapin; a publish fails after `publish_timeout_ms` without the broker's answer | `rabbitmq/` |
 //! | `kafka://host:9092[,host:9093]` | Kafka (or tansu) through rdkafka | `kafka/` |
 //!
 //! ## The contract (what every backend guarantees; `tests/contract.rs` checks it on all three)

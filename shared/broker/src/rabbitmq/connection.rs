@@ -15,7 +15,7 @@ use lapin::{Connection, ConnectionProperties};
 use tokio::sync::{watch, Notify};
 use uuid::Uuid;
 
-use super::{publish::PublishChannel, BACKEND, REPLY_SUCCESS};
+use super::{publish::PublishChannel, settings, BACKEND, REPLY_SUCCESS};
 use crate::{Backend, Broker, BrokerError, Capabilities, Result};
 
 /// How often the supervisor looks at the connection's state when nobody nudges it.
@@ -34,8 +34,12 @@ pub struct RabbitBroker {
 /// State shared by the broker handle, the supervisor, the consumer tasks and the settle
 /// handles of deliveries in flight.
 pub(super) struct Shared {
-    /// Kept (credentials included) because every reconnect dials it again.
+    /// Kept (credentials included) because every reconnect dials it again. Without this
+    /// backend's own parameters (`settings.rs`).
     url: String,
+    /// How long a publish may wait for a usable channel and its confirms
+    /// (`publish_timeout_ms`, default 30 s).
+    pub(super) publish_timeout: Duration,
     /// The URL without credentials, for error messages.
     address: String,
     /// `orderflow-<uuid>`, sent with every connection this handle opens, so the server
@@ -83,6 +87,7 @@ impl RabbitBroker {
     /// Connects to `url` (`amqp://user:pass@host:5672/%2f`), opens the publishing channel
     /// in confirm mode, declares the two exchanges and starts the reconnecting supervisor.
     pub async fn connect(url: &str) -> Result<Self> {
+        let settings = settings::parse(url, || redact(url))?;
         let parsed = url::Url::parse(url).map_err(|error| BrokerError::InvalidUrl {
             url: redact(url),
             reason: error.to_string(),
@@ -95,7 +100,8 @@ impl RabbitBroker {
         let (live, _) = watch::channel(None);
         let (shutdown, _) = watch::channel(false);
         let shared = Arc::new(Shared {
-            url: url.to_owned(),
+            url: settings.lapin_url,
+            publish_timeout: settings.publish_timeout,
             address,
             connection_name: format!("orderflow-{}", Uuid::now_v7()),
             live,

@@ -53,6 +53,12 @@
 //!   re-consumes on it, feeding the *same* [`Deliveries`]. Deliveries from the dead
 //!   channel can no longer be acked (their [`Delivery::ack`] fails with
 //!   [`BrokerError::Settle`]); the server has already put them back in the queue.
+//! - **A publish waits 30 s at most** (`amqp://…?publish_timeout_ms=`, the rest of the
+//!   query is lapin's). A broker under a memory or disk alarm blocks publishing
+//!   connections: it stops reading from them without closing them, and no confirm
+//!   comes. After the timeout `publish` fails with [`BrokerError::Publish`] (the message
+//!   may or may not be stored; publishing it again is safe) instead of hanging, so an
+//!   outbox relay can back off and a caller learns that nothing was confirmed.
 //! - **A closed publishing channel is replaced.** The server closes a channel, not the
 //!   connection, for a channel-level error (a publish to an exchange that is gone, a
 //!   failed passive declare). The next publish that finds the publishing channel closed
@@ -76,6 +82,7 @@
 //! - `publish.rs`: [`Publisher`]. The publishing channel; encoding a batch and turning
 //!   each message's outcome into `Ok` or an error, for `publish`, `publish_all` and the
 //!   copies that retries and dead letters send straight to a queue.
+//! - `settings.rs`: the URL parameters this backend reads itself (`publish_timeout_ms`).
 //! - `confirms.rs`: the publishing channel's task, which writes every message and tells
 //!   each publish what became of its own: stored, returned, nacked or unknown.
 //! - `consume.rs`: [`Subscriber`]. One task per subscription that consumes, and consumes
@@ -97,6 +104,7 @@
 //! [`Envelope`]: crate::Envelope
 //! [`BrokerError::Settle`]: crate::BrokerError::Settle
 //! [`BrokerError::Unroutable`]: crate::BrokerError::Unroutable
+//! [`BrokerError::Publish`]: crate::BrokerError::Publish
 
 mod confirms;
 mod connection;
@@ -104,6 +112,7 @@ mod consume;
 mod forward;
 mod outage;
 mod publish;
+mod settings;
 mod settle;
 mod topology;
 mod wire;

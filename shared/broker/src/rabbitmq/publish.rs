@@ -144,14 +144,37 @@ impl Shared {
             Route::Queue(_) => "",
         });
         let live = self.current_or(|detail| fail(first, detail))?;
-        let publishing = live
-            .publishing()
-            .await
-            .map_err(|detail| fail(first, detail))?;
-        let answer = publishing.confirms.publish(exchange, MANDATORY, messages);
-        let outcomes = answer
-            .await
-            .map_err(|_| fail(first, "the publishing task stopped before answering".into()))?;
+        let answered = async {
+            let publishing = live
+                .publishing()
+                .await
+                .map_err(|detail| fail(first, detail))?;
+            let answer = publishing.confirms.publish(exchange, MANDATORY, messages);
+            answer
+                .await
+                .map_err(|_| fail(first, "the publishing task stopped before answering".into()))
+        };
+        // Bounded: a broker that blocks publishers (memory or disk alarm) stops reading
+        // from the connection without closing it, and a stalled network looks the same.
+        // Giving up waiting loses nothing: the confirm task still accounts for the
+        // messages, and publishing them again is safe.
+        let outcomes = match tokio::time::timeout(self.publish_timeout, answered).await {
+            Ok(outcomes) => outcomes?,
+            Err(_) => {
+                let blocked = if live.connection.status().blocked() {
+                    " (the broker has blocked this connection: a resource alarm)"
+                } else {
+                    ""
+                };
+                return Err(fail(
+                    first,
+                    format!(
+                        "no confirm within {:?}{blocked}; the messages may or may not be stored",
+                        self.publish_timeout
+                    ),
+                ));
+            }
+        };
         // The first message that did not make it fails the batch (later ones may have).
         for (outcome, envelope) in outcomes.into_iter().zip(envelopes) {
             match outcome {
@@ -221,9 +244,131 @@ mod tests {
     use std::time::Duration;
 
     use orderflow_kit::{testenv, wait};
+    use tokio::{
+        io::{AsyncReadExt, AsyncWriteExt},
+        net::{TcpListener, TcpStream},
+        sync::watch,
+    };
 
     use super::*;
     use crate::{Broker, Subscriber, Subscription};
+
+    /// A loopback TCP proxy to `upstream` that can hold every byte in both directions:
+    /// the connection stays open, but the broker's answers never arrive, as when the
+    /// broker blocks its publishers or the network stalls.
+    struct Proxy {
+        port: u16,
+        paused: watch::Sender<bool>,
+    }
+
+    impl Proxy {
+        async fn start(upstream: String) -> Proxy {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let (paused, _) = watch::channel(false);
+            let pause = paused.clone();
+            tokio::spawn(async move {
+                while let Ok((client, _)) = listener.accept().await {
+                    let Ok(server) = TcpStream::connect(&upstream).await else {
+                        continue;
+                    };
+                    let (client_read, client_write) = client.into_split();
+                    let (server_read, server_write) = server.into_split();
+                    tokio::spawn(pipe(client_read, server_write, pause.subscribe()));
+                    tokio::spawn(pipe(server_read, client_write, pause.subscribe()));
+                }
+            });
+            Proxy { port, paused }
+        }
+
+        fn pause(&self, paused: bool) {
+            self.paused.send_replace(paused);
+        }
+    }
+
+    /// Copies `from` to `to`; what is read while paused is held until the pause ends.
+    async fn pipe(
+        mut from: tokio::net::tcp::OwnedReadHalf,
+        mut to: tokio::net::tcp::OwnedWriteHalf,
+        mut paused: watch::Receiver<bool>,
+    ) {
+        let mut buffer = vec![0; 64 * 1024];
+        loop {
+            let read = match from.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(read) => read,
+            };
+            if paused.wait_for(|paused| !*paused).await.is_err()
+                || to.write_all(&buffer[..read]).await.is_err()
+            {
+                return;
+            }
+        }
+    }
+
+    /// Against a real RabbitMQ through a proxy that stops passing bytes: a publish whose
+    /// confirm cannot come fails after the publish timeout (500 ms here) instead of
+    /// waiting for ever, and publishing works again once bytes flow.
+    #[tokio::test]
+    async fn a_publish_without_an_answer_fails_after_the_publish_timeout() {
+        let Some(url) = testenv::require("ORDERFLOW_AMQP_URL", "RabbitMQ") else {
+            return;
+        };
+        let mut proxied = url::Url::parse(&url).unwrap();
+        let upstream = format!(
+            "{}:{}",
+            proxied.host_str().unwrap(),
+            proxied.port().unwrap_or(5672)
+        );
+        let proxy = Proxy::start(upstream).await;
+        proxied.set_port(Some(proxy.port)).unwrap();
+        proxied.set_query(Some("publish_timeout_ms=500"));
+        let broker = RabbitBroker::connect(proxied.as_str()).await.unwrap();
+        let run = uuid::Uuid::now_v7().simple();
+        let topic = format!("stalled-{run}");
+        let mut deliveries = broker
+            .subscribe(Subscription::new(format!("patient-{run}"), [&topic]))
+            .await
+            .unwrap();
+
+        proxy.pause(true);
+        let stalled = Envelope::new(&topic, "k", "no answer");
+        let outcome = tokio::time::timeout(Duration::from_secs(20), broker.publish(stalled))
+            .await
+            .expect("publish returns while the broker's answer is held");
+        match outcome {
+            Err(BrokerError::Publish { detail, .. }) => {
+                assert!(detail.contains("500ms"), "{detail}")
+            }
+            other => panic!("a publish without a confirm: {other:?}"),
+        }
+
+        proxy.pause(false);
+        let later = Envelope::new(&topic, "k", "answered");
+        wait::until(
+            "a publish to succeed once bytes flow again",
+            Duration::from_secs(20),
+            Duration::from_millis(100),
+            || {
+                let (broker, later) = (&broker, later.clone());
+                async move { broker.publish(later).await.ok() }
+            },
+        )
+        .await
+        .unwrap();
+        // Both arrive: the held one was sent, its confirm was only late.
+        let mut ids = Vec::new();
+        while ids.len() < 2 {
+            let delivery = deliveries
+                .next_within(Duration::from_secs(10))
+                .await
+                .expect("both messages");
+            ids.push(delivery.envelope().id);
+            delivery.ack().await.unwrap();
+        }
+        assert!(ids.contains(&later.id), "{ids:?}");
+        broker.close().await.unwrap();
+    }
 
     /// Against a real RabbitMQ: the server closes the publishing channel (a channel-level
     /// error) while the connection lives on; publishing works again without a reconnect.
