@@ -16,7 +16,7 @@
 //!    the message (publisher confirm / acks=all / enqueued). [`Publisher::publish_all`]
 //!    pipelines a batch: everything is sent first, then the confirms are awaited together.
 //!    `Ok` also means the message is kept for someone: where a backend
-//!    [refuses unroutable messages](Capabilities::refuses_unroutable) (RabbitMQ), a
+//!    [refuses unroutable messages](Capabilities::refuses_unroutable) (RabbitMQ, memory), a
 //!    message for a topic no group is bound to fails with [`BrokerError::Unroutable`]
 //!    instead of being dropped behind an `Ok`; on Kafka the topic itself keeps it.
 //! 2. Every consumer group subscribed to a topic gets every message; the consumers inside
@@ -155,9 +155,11 @@ pub struct Capabilities {
     /// Faults (drop, duplicate, reorder, delay) can be injected on purpose.
     pub fault_injection: bool,
     /// A publish that no group will ever see (no group is bound to its topic) fails with
-    /// [`BrokerError::Unroutable`] instead of returning `Ok` (RabbitMQ, memory). False
-    /// for Kafka: the topic itself keeps the record, and a group that starts reading it
-    /// later still finds it, so nothing is lost by accepting it.
+    /// [`BrokerError::Unroutable`] instead of returning `Ok` (RabbitMQ: a `mandatory`
+    /// message returned; memory: no bound group). False for Kafka: the topic keeps every
+    /// record whether or not a group reads it yet, and a producer cannot tell which groups
+    /// will; there, groups must be declared before traffic (as every service does at
+    /// start) for a message to reach them.
     pub refuses_unroutable: bool,
 }
 
