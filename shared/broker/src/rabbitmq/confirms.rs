@@ -18,8 +18,9 @@
 //!
 //! 1. sends every message itself, so every confirm lapin could hand a return to is one
 //!    it holds (a confirm awaited elsewhere, or dropped, could swallow a return of ours);
-//! 2. on each wake-up takes *all* the confirms resolved by then (a "round"), and first
-//!    records the returns they carry, by id;
+//! 2. on each wake-up takes *all* the confirms resolved by then (a "round"; a message
+//!    answered before its first poll even ended makes one too), and first records the
+//!    returns they carry, by id;
 //! 3. then decides each message: **returned** if its id came back. Otherwise its confirm
 //!    counts only once it is certain that no return of it is still queued inside lapin:
 //!    a return always arrives before its message's ack, and lapin's queue was empty
@@ -27,6 +28,9 @@
 //!    confirm carried none, when a confirm of a *later* round carried none, or when
 //!    nothing is in flight any more (every ack has come, so every return has been handed
 //!    out). Until then it waits, which costs a round at most under steady traffic.
+//!    (Matching by id without this wait still let 1 to 7 unroutable messages in 1,200
+//!    through as `Ok` in the same test: their return was queued behind another one and
+//!    handed to a confirm that came after their own.)
 //!
 //! A publish that stops waiting (its timeout) only drops its answer; the messages stay
 //! accounted for here.
