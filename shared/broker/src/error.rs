@@ -31,9 +31,10 @@ pub enum BrokerError {
         /// Why.
         detail: String,
     },
-    /// The broker took the message but no queue or group will ever see it: nothing is
-    /// bound to the topic (or the queue a copy was sent to is gone). Not stored for
-    /// anyone, so not a success; publishing again once the group is declared delivers it.
+    /// No queue or group would ever see the message: nothing is bound to the topic (or
+    /// the queue a copy was sent to is gone). The broker kept it for nobody (RabbitMQ
+    /// handed it back), so this is not a success; publishing it again once the group is
+    /// declared delivers it.
     #[error("publishing to `{topic}` failed, no group receives it: {reason}")]
     Unroutable {
         /// The topic (for a copy sent straight to a queue: the envelope's topic).

@@ -60,6 +60,9 @@ pub type Result<T, E = BrokerError> = std::result::Result<T, E>;
 #[async_trait]
 pub trait Publisher: Send + Sync {
     /// Publishes one message; `Ok` once the broker has taken responsibility for it.
+    /// [`BrokerError::Unroutable`] where the backend
+    /// [refuses unroutable messages](Capabilities::refuses_unroutable) and no group is
+    /// bound to the topic.
     ///
     /// Concurrent calls are pipelined (each waits only for its own confirm), so many tasks
     /// publishing at once do not wait for each other's round trips.
