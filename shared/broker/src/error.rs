@@ -31,6 +31,17 @@ pub enum BrokerError {
         /// Why.
         detail: String,
     },
+    /// No queue or group would ever see the message: nothing is bound to the topic (or
+    /// the queue a copy was sent to is gone). The broker kept it for nobody (RabbitMQ
+    /// handed it back), so this is not a success; publishing it again once the group is
+    /// declared delivers it.
+    #[error("publishing to `{topic}` failed, no group receives it: {reason}")]
+    Unroutable {
+        /// The topic (for a copy sent straight to a queue: the envelope's topic).
+        topic: String,
+        /// What the broker said (RabbitMQ: its `basic.return` reply code and text).
+        reason: String,
+    },
     /// Declaring or consuming for a group failed.
     #[error("subscribing group `{group}` failed: {detail}")]
     Subscribe {

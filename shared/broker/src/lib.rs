@@ -7,7 +7,7 @@
 //! | URL | backend | file |
 //! | --- | --- | --- |
 //! | `memory://[name][?drop=0.05&duplicate=0.2&reorder=0.1&delay=0.1&seed=7]` | embedded broker with fault injection | `memory/` |
-//! | `amqp://user:pass@host:5672/%2f` | RabbitMQ through lapin | `rabbitmq/` |
+//! | `amqp://user:pass@host:5672/%2f[?publish_timeout_ms=30000]` | RabbitMQ through lapin; a publish fails after `publish_timeout_ms` without the broker's answer | `rabbitmq/` |
 //! | `kafka://host:9092[,host:9093]` | Kafka (or tansu) through rdkafka | `kafka/` |
 //!
 //! ## The contract (what every backend guarantees; `tests/contract.rs` checks it on all three)
@@ -15,6 +15,10 @@
 //! 1. [`Publisher::publish`] returns `Ok` only once the broker has taken responsibility for
 //!    the message (publisher confirm / acks=all / enqueued). [`Publisher::publish_all`]
 //!    pipelines a batch: everything is sent first, then the confirms are awaited together.
+//!    `Ok` also means the message is kept for someone: where a backend
+//!    [refuses unroutable messages](Capabilities::refuses_unroutable) (RabbitMQ, memory), a
+//!    message for a topic no group is bound to fails with [`BrokerError::Unroutable`]
+//!    instead of being dropped behind an `Ok`; on Kafka the topic itself keeps it.
 //! 2. Every consumer group subscribed to a topic gets every message; the consumers inside
 //!    one group compete for them.
 //! 3. At-least-once: a [`Delivery`] that is not acked — the handler failed, the process died,
@@ -56,6 +60,9 @@ pub type Result<T, E = BrokerError> = std::result::Result<T, E>;
 #[async_trait]
 pub trait Publisher: Send + Sync {
     /// Publishes one message; `Ok` once the broker has taken responsibility for it.
+    /// [`BrokerError::Unroutable`] where the backend
+    /// [refuses unroutable messages](Capabilities::refuses_unroutable) and no group is
+    /// bound to the topic.
     ///
     /// Concurrent calls are pipelined (each waits only for its own confirm), so many tasks
     /// publishing at once do not wait for each other's round trips.
@@ -150,6 +157,13 @@ pub struct Capabilities {
     pub broker_restart: bool,
     /// Faults (drop, duplicate, reorder, delay) can be injected on purpose.
     pub fault_injection: bool,
+    /// A publish that no group will ever see (no group is bound to its topic) fails with
+    /// [`BrokerError::Unroutable`] instead of returning `Ok` (RabbitMQ: a `mandatory`
+    /// message returned; memory: no bound group). False for Kafka: the topic keeps every
+    /// record whether or not a group reads it yet, and a producer cannot tell which groups
+    /// will; there, groups must be declared before traffic (as every service does at
+    /// start) for a message to reach them.
+    pub refuses_unroutable: bool,
 }
 
 /// A connected broker: publisher and subscriber in one handle. Cheap to share as

@@ -1,6 +1,7 @@
 //! The named registry and [`MemoryBroker`], a handle to one named broker: routing a
 //! publish to the groups bound to its topic (through the handle's faults, waiting for
-//! room), and the `Publisher`, `Subscriber` and `Broker` impls.
+//! room; refused when no group is bound), and the `Publisher`, `Subscriber` and `Broker`
+//! impls.
 
 use std::{
     collections::HashMap,
@@ -174,6 +175,18 @@ impl MemoryBroker {
                     .into(),
             });
         }
+        // Checked after the drop fault: a message lost on the way never reaches the
+        // routing. One that does, with no group bound to its topic, would be kept for
+        // nobody; `Ok` would tell the publisher (an outbox marking its row sent) that it
+        // is safe, so it is refused, as RabbitMQ returns a `mandatory` message.
+        if groups.is_empty() {
+            return Err(BrokerError::Unroutable {
+                topic: envelope.topic,
+                reason: "no group is bound to this topic on the embedded broker (declare or \
+                         subscribe the groups first)"
+                    .into(),
+            });
+        }
         if decisions.lost {
             // Confirmed, then gone: the publisher has its Ok, no group will ever see it.
             self.inner.faults.lost.fetch_add(1, Ordering::Relaxed);
@@ -273,6 +286,7 @@ impl Broker for MemoryBroker {
         Capabilities {
             broker_restart: false,
             fault_injection: true,
+            refuses_unroutable: true,
         }
     }
 

@@ -9,7 +9,9 @@
 //!   so five services started as tasks of one process (the demo) talk to each other.
 //!   `memory://` is the broker called `default`.
 //! - **Topics and groups.** A group's queue receives every message of the topics it is
-//!   bound to (fan-out between groups); the consumers of one group compete for it.
+//!   bound to (fan-out between groups); the consumers of one group compete for it. A
+//!   message for a topic no group is bound to is refused (`BrokerError::Unroutable`), not
+//!   dropped behind an `Ok`.
 //! - **Unacked tracking and redelivery.** A delivery that is dropped unsettled (handler
 //!   crashed, consumer gone) goes back into the queue *at its original place*, so it is
 //!   delivered again before the messages published after it.

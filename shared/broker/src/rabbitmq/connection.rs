@@ -11,11 +11,11 @@ use std::{
 };
 
 use async_trait::async_trait;
-use lapin::{options::ConfirmSelectOptions, Channel, Connection, ConnectionProperties};
+use lapin::{Connection, ConnectionProperties};
 use tokio::sync::{watch, Notify};
 use uuid::Uuid;
 
-use super::{topology::declare_exchanges, BACKEND, REPLY_SUCCESS};
+use super::{publish::PublishChannel, settings, BACKEND, REPLY_SUCCESS};
 use crate::{Backend, Broker, BrokerError, Capabilities, Result};
 
 /// How often the supervisor looks at the connection's state when nobody nudges it.
@@ -34,8 +34,12 @@ pub struct RabbitBroker {
 /// State shared by the broker handle, the supervisor, the consumer tasks and the settle
 /// handles of deliveries in flight.
 pub(super) struct Shared {
-    /// Kept (credentials included) because every reconnect dials it again.
+    /// Kept (credentials included) because every reconnect dials it again. Without this
+    /// backend's own parameters (`settings.rs`).
     url: String,
+    /// How long a publish may wait for a usable channel and its confirms
+    /// (`publish_timeout_ms`, default 30 s).
+    pub(super) publish_timeout: Duration,
     /// The URL without credentials, for error messages.
     address: String,
     /// `orderflow-<uuid>`, sent with every connection this handle opens, so the server
@@ -71,14 +75,19 @@ pub(super) struct Live {
     /// is still the one to use.
     pub(super) connection: Connection,
     /// The one channel in confirm mode that every publish goes through (events, retry
-    /// copies, dead letters).
-    pub(super) publisher: Channel,
+    /// copies, dead letters), with its confirm task. Replaced when the server closed it
+    /// while the connection lives on (`publish.rs`, [`Live::publishing`]).
+    pub(super) publishing: std::sync::Mutex<Arc<PublishChannel>>,
+    /// Held while a closed publishing channel is being replaced, so that publishes that
+    /// find it closed at the same time open one new channel, not one each.
+    pub(super) reopening: tokio::sync::Mutex<()>,
 }
 
 impl RabbitBroker {
     /// Connects to `url` (`amqp://user:pass@host:5672/%2f`), opens the publishing channel
     /// in confirm mode, declares the two exchanges and starts the reconnecting supervisor.
     pub async fn connect(url: &str) -> Result<Self> {
+        let settings = settings::parse(url, || redact(url))?;
         let parsed = url::Url::parse(url).map_err(|error| BrokerError::InvalidUrl {
             url: redact(url),
             reason: error.to_string(),
@@ -91,7 +100,8 @@ impl RabbitBroker {
         let (live, _) = watch::channel(None);
         let (shutdown, _) = watch::channel(false);
         let shared = Arc::new(Shared {
-            url: url.to_owned(),
+            url: settings.lapin_url,
+            publish_timeout: settings.publish_timeout,
             address,
             connection_name: format!("orderflow-{}", Uuid::now_v7()),
             live,
@@ -130,21 +140,13 @@ impl Shared {
         let properties = ConnectionProperties::default()
             .with_connection_name(self.connection_name.clone().into());
         let connection = Connection::connect(&self.url, properties).await?;
-        let publisher = connection.create_channel().await?;
-        // Confirm mode: from now on the server acks every message published on this
-        // channel once it has taken it, which is what `publish` waits for.
-        publisher
-            .confirm_select(ConfirmSelectOptions::default())
-            .await?;
-        // Declared on every connection, not once: the server on the other end may be a
-        // fresh one (a new container) without them, and publishing to a missing exchange
-        // closes the channel.
-        declare_exchanges(&publisher).await?;
+        let publishing = PublishChannel::open(&connection).await?;
         // Counted only once the connection is usable, so generations have no gaps.
         Ok(Live {
             generation: self.generation.fetch_add(1, Ordering::Relaxed) + 1,
             connection,
-            publisher,
+            publishing: std::sync::Mutex::new(Arc::new(publishing)),
+            reopening: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -316,6 +318,7 @@ impl Broker for RabbitBroker {
         Capabilities {
             broker_restart: true,
             fault_injection: false,
+            refuses_unroutable: true,
         }
     }
 
@@ -328,8 +331,9 @@ impl Broker for RabbitBroker {
         let Some(live) = self.shared.live.send_replace(None) else {
             return Ok(());
         };
-        if live.publisher.status().connected() {
-            let _ = live.publisher.close(REPLY_SUCCESS, "OK".into()).await;
+        let publisher = live.publishing_channel();
+        if publisher.status().connected() {
+            let _ = publisher.close(REPLY_SUCCESS, "OK".into()).await;
         }
         if live.connection.status().connected() {
             // lapin reports a consumer channel that was closing at the same moment as an

@@ -1,8 +1,42 @@
 //! Staging an outage in tests: close this client's connections on the server side, as
-//! a broker restart or a network cut would.
+//! a broker restart or a network cut would, or have the server close only its
+//! publishing channel.
 
-use super::BACKEND;
+use lapin::{options::ExchangeDeclareOptions, types::FieldTable, ExchangeKind};
+
+use super::{RabbitBroker, BACKEND};
 use crate::{BrokerError, Result};
+
+impl RabbitBroker {
+    /// Test helper: makes the server close this handle's publishing channel while the
+    /// connection stays up, the way any channel-level error does (here a passive
+    /// declare of an exchange that does not exist: `404 NOT_FOUND` closes the channel).
+    #[doc(hidden)]
+    pub async fn break_publisher_channel_for_test(&self) -> Result<()> {
+        let live = self.shared.current()?;
+        let channel = live.publishing_channel();
+        let missing = format!("orderflow.missing-{}", uuid::Uuid::now_v7().simple());
+        let declared = channel
+            .exchange_declare(
+                missing.as_str().into(),
+                ExchangeKind::Topic,
+                ExchangeDeclareOptions {
+                    passive: true,
+                    ..ExchangeDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await;
+        match declared {
+            Err(_) if !channel.status().connected() => Ok(()),
+            other => Err(BrokerError::Connect {
+                backend: BACKEND,
+                address: "the publishing channel".into(),
+                detail: format!("the channel did not close: {other:?}"),
+            }),
+        }
+    }
+}
 
 /// Closes the server-side connections whose client-provided name is `name` (test helper
 /// for contract point 7): `rabbitmqctl list_connections pid client_properties`, then
