@@ -205,3 +205,129 @@ async fn rabbitmq_in_flight_deliveries_of_a_vanished_consumer_reach_the_next_one
 async fn kafka_in_flight_deliveries_of_a_vanished_consumer_reach_the_next_one() {
     in_flight_deliveries_of_a_vanished_consumer_reach_the_next_one("kafka").await;
 }
+
+/// The state RabbitMQ shows for the connection whose client-provided name is `name`
+/// (`running`, `blocking`, `blocked`, …), if it has one.
+async fn connection_state(node: &orderflow_nodes::RabbitNode, name: &str) -> Option<String> {
+    let listing = node
+        .ctl(&[
+            "list_connections",
+            "--no-table-headers",
+            "state",
+            "client_properties",
+        ])
+        .await
+        .ok()?;
+    let quoted = format!("\"{name}\"");
+    listing
+        .lines()
+        .find(|line| line.contains(&quoted))
+        .and_then(|line| line.split_whitespace().next())
+        .map(str::to_owned)
+}
+
+/// How many messages (ready and unacked) the queue `queue` holds, as the server counts.
+async fn queue_messages(node: &orderflow_nodes::RabbitNode, queue: &str) -> u64 {
+    let listing = node
+        .ctl(&["list_queues", "--no-table-headers", "name", "messages"])
+        .await
+        .expect("rabbitmqctl list_queues");
+    listing
+        .lines()
+        .filter_map(|line| line.split_once('\t'))
+        .find(|(name, _)| name.trim() == queue)
+        .map(|(_, count)| count.trim().parse().expect("a message count"))
+        .unwrap_or_else(|| panic!("no queue {queue} in {listing}"))
+}
+
+/// (c) While a memory alarm blocks publishing on the node, `publish` does not return Ok
+/// (it waits, or fails once its timeout passes); the message is not in the queue. Once
+/// the alarm is cleared, publishing works again, and every message confirmed before,
+/// during (if the blocked publish was confirmed after all) and after is delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rabbitmq_publish_is_not_ok_while_a_memory_alarm_blocks_publishing() {
+    let Some(node) = Node::start("rabbitmq").await else {
+        return;
+    };
+    let node = node.rabbit();
+    // The timeout is the publish's own bound where the backend supports it; without it,
+    // the blocked publish simply stays pending, which this case accepts too.
+    let url = format!("{}?publish_timeout_ms=3000", node.amqp_url());
+    let rabbit = orderflow_broker::rabbitmq::RabbitBroker::connect(&url)
+        .await
+        .unwrap();
+    let connection_name = rabbit.connection_name().to_owned();
+    let broker: Arc<dyn Broker> = Arc::new(rabbit);
+    let topic = unique("durability.alarm");
+    let subscription = Subscription::new(unique("durability-alarm"), [topic.as_str()]);
+    broker.declare(&subscription).await.unwrap();
+    let (before, mut confirmed) = messages(&topic, 20);
+    publish_confirmed(&broker, &before).await;
+
+    node.set_memory_alarm(true).await.unwrap();
+    let blocked = Envelope::new(topic.as_str(), "key-blocked", "sent during the alarm");
+    let blocked_id = blocked.id;
+    let publishing = tokio::spawn({
+        let broker = broker.clone();
+        async move { broker.publish(blocked).await }
+    });
+    // The server marks the connection `blocked` once it has stopped reading from it
+    // because of the publish; or the publish gave up first.
+    orderflow_kit::wait::until(
+        "the publish to give up or its connection to be blocked",
+        Duration::from_secs(60),
+        Duration::from_millis(100),
+        || async {
+            if publishing.is_finished() {
+                return Some(());
+            }
+            (connection_state(node, &connection_name).await.as_deref() == Some("blocked"))
+                .then_some(())
+        },
+    )
+    .await
+    .unwrap();
+    let still_pending = !publishing.is_finished();
+    assert_eq!(
+        queue_messages(node, &subscription.group).await,
+        before.len() as u64,
+        "the message published during the alarm must not be in the queue"
+    );
+    // Settled now if it gave up, or later, once the alarm is cleared.
+    let mut pending = Some(publishing);
+    if !still_pending {
+        let outcome = pending.take().unwrap().await.unwrap();
+        assert!(
+            outcome.is_err(),
+            "publish returned Ok while a memory alarm blocked publishing"
+        );
+        eprintln!("rabbitmq: the publish during the alarm failed: {outcome:?}");
+    }
+
+    node.set_memory_alarm(false).await.unwrap();
+    if let Some(publishing) = pending {
+        // Nothing decides its fate but the server now: confirmed once unblocked, or
+        // failed by the publish timeout. Either is honest; only a confirmed one counts.
+        let outcome = tokio::time::timeout(AFTER_RESTART, publishing)
+            .await
+            .expect("the blocked publish to end once the alarm is cleared")
+            .unwrap();
+        eprintln!("rabbitmq: the publish blocked by the alarm ended with {outcome:?}");
+        if outcome.is_ok() {
+            confirmed.insert(blocked_id);
+        }
+    }
+    let (after, after_ids) = messages(&topic, 20);
+    publish_confirmed(&broker, &after).await;
+    confirmed.extend(after_ids);
+
+    let mut deliveries = broker.subscribe(subscription).await.unwrap();
+    let seen = receive_all(&mut deliveries, &confirmed, AFTER_RESTART).await;
+    eprintln!(
+        "rabbitmq: {} confirmed around a memory alarm, all delivered ({} duplicates)",
+        confirmed.len(),
+        duplicates(&seen)
+    );
+    drop(deliveries);
+    let _ = broker.close().await;
+}
