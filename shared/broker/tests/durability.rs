@@ -176,6 +176,65 @@ async fn in_flight_deliveries_of_a_vanished_consumer_reach_the_next_one(backend:
     let _ = broker.close().await;
 }
 
+/// (d) What the broker holds on a consumer's behalf after a retry or a dead letter — the
+/// retried copy (RabbitMQ: republished to the group queue; Kafka: the record, its offset
+/// not committed) and the dead-lettered copy on `<group>.dlq` — survives a kill -9 of the
+/// broker that takes the consumer with it.
+async fn retried_and_dead_lettered_messages_survive_a_kill9(backend: &'static str) {
+    let Some(mut node) = Node::start(backend).await else {
+        return;
+    };
+    let broker = orderflow_broker::connect(&node.url()).await.unwrap();
+    let topic = unique("durability.settled");
+    let subscription =
+        Subscription::new(unique("durability-settled"), [topic.as_str()]).with_prefetch(100);
+    let mut deliveries = broker.subscribe(subscription.clone()).await.unwrap();
+    let (envelopes, _) = messages(&topic, 30);
+    publish_confirmed(&broker, &envelopes).await;
+    let mut retried = HashSet::new();
+    let mut dead_lettered = HashSet::new();
+    for (n, delivery) in hold(&mut deliveries, 30).await.into_iter().enumerate() {
+        let id = delivery.envelope().id;
+        match n % 3 {
+            0 => delivery.ack().await.expect("ack"),
+            1 => {
+                delivery
+                    .retry(Duration::from_millis(10))
+                    .await
+                    .expect("retry");
+                retried.insert(id);
+            }
+            _ => {
+                delivery
+                    .dead_letter("durability test")
+                    .await
+                    .expect("dead letter");
+                dead_lettered.insert(id);
+            }
+        }
+    }
+
+    node.kill9().await;
+    drop(deliveries);
+    node.restart().await;
+
+    let mut next = subscribe_once_reconnected(&broker, &subscription).await;
+    receive_all(&mut next, &retried, AFTER_RESTART).await;
+    drop(next);
+    let mut dead_letters = broker
+        .subscribe_dead_letters(&subscription.group)
+        .await
+        .expect("subscribing to the dead letters after the restart");
+    receive_all(&mut dead_letters, &dead_lettered, AFTER_RESTART).await;
+    eprintln!(
+        "{backend}: {} retried and {} dead-lettered before kill -9, all there after the restart",
+        retried.len(),
+        dead_lettered.len()
+    );
+    drop(dead_letters);
+    let _ = broker.close().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rabbitmq_confirmed_messages_survive_a_kill9() {
     confirmed_messages_survive_a_kill9("rabbitmq").await;
@@ -204,6 +263,16 @@ async fn rabbitmq_in_flight_deliveries_of_a_vanished_consumer_reach_the_next_one
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_in_flight_deliveries_of_a_vanished_consumer_reach_the_next_one() {
     in_flight_deliveries_of_a_vanished_consumer_reach_the_next_one("kafka").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rabbitmq_retried_and_dead_lettered_messages_survive_a_kill9() {
+    retried_and_dead_lettered_messages_survive_a_kill9("rabbitmq").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_retried_and_dead_lettered_messages_survive_a_kill9() {
+    retried_and_dead_lettered_messages_survive_a_kill9("kafka").await;
 }
 
 /// The state RabbitMQ shows for the connection whose client-provided name is `name`
