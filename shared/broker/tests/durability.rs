@@ -235,6 +235,89 @@ async fn retried_and_dead_lettered_messages_survive_a_kill9(backend: &'static st
     let _ = broker.close().await;
 }
 
+/// (e) A kill -9 in the middle of a stream of publishes: every publish that returned Ok,
+/// up to the kill and while the broker came back, is delivered after the restart. This is
+/// where a confirm sent before the message is on disk would show.
+async fn every_publish_confirmed_around_a_kill9_is_delivered(backend: &'static str) {
+    let Some(mut node) = Node::start(backend).await else {
+        return;
+    };
+    let broker = orderflow_broker::connect(&node.url()).await.unwrap();
+    let topic = unique("durability.mid-stream");
+    let subscription = Subscription::new(unique("durability-mid-stream"), [topic.as_str()]);
+    broker.declare(&subscription).await.unwrap();
+    let confirmed = Arc::new(std::sync::Mutex::new(HashSet::new()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let publisher = tokio::spawn({
+        let (broker, confirmed, stop, topic) = (
+            broker.clone(),
+            confirmed.clone(),
+            stop.clone(),
+            topic.clone(),
+        );
+        async move {
+            let mut failed = 0usize;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let (batch, ids) = messages(&topic, 10);
+                match broker.publish_all(batch).await {
+                    Ok(()) => confirmed.lock().unwrap().extend(ids),
+                    // Down or reconnecting: try again, the way the outbox relay does.
+                    Err(_) => {
+                        failed += 1;
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+            failed
+        }
+    });
+    let count = || confirmed.lock().unwrap().len();
+    orderflow_kit::wait::until(
+        "200 confirmed publishes before the kill",
+        Duration::from_secs(60),
+        Duration::from_millis(20),
+        || {
+            let enough = count() >= 200;
+            async move { enough.then_some(()) }
+        },
+    )
+    .await
+    .unwrap();
+
+    node.kill9().await;
+    let at_kill = count();
+    node.restart().await;
+    // Publishing goes on until some publishes after the restart are confirmed too.
+    orderflow_kit::wait::until(
+        "publishes confirmed after the restart",
+        AFTER_RESTART,
+        Duration::from_millis(50),
+        || {
+            let more = count() >= at_kill + 100;
+            async move { more.then_some(()) }
+        },
+    )
+    .await
+    .unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let failed_batches = tokio::time::timeout(AFTER_RESTART, publisher)
+        .await
+        .expect("the publisher to stop")
+        .unwrap();
+
+    let confirmed = confirmed.lock().unwrap().clone();
+    let mut deliveries = subscribe_once_reconnected(&broker, &subscription).await;
+    let seen = receive_all(&mut deliveries, &confirmed, AFTER_RESTART).await;
+    eprintln!(
+        "{backend}: {} confirmed around a kill -9 ({at_kill} by the kill, {failed_batches} failed batches), all delivered; {} arrived in all ({} duplicates)",
+        confirmed.len(),
+        seen.len(),
+        duplicates(&seen)
+    );
+    drop(deliveries);
+    let _ = broker.close().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rabbitmq_confirmed_messages_survive_a_kill9() {
     confirmed_messages_survive_a_kill9("rabbitmq").await;
@@ -273,6 +356,16 @@ async fn rabbitmq_retried_and_dead_lettered_messages_survive_a_kill9() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_retried_and_dead_lettered_messages_survive_a_kill9() {
     retried_and_dead_lettered_messages_survive_a_kill9("kafka").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rabbitmq_every_publish_confirmed_around_a_kill9_is_delivered() {
+    every_publish_confirmed_around_a_kill9_is_delivered("rabbitmq").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_every_publish_confirmed_around_a_kill9_is_delivered() {
+    every_publish_confirmed_around_a_kill9_is_delivered("kafka").await;
 }
 
 /// The state RabbitMQ shows for the connection whose client-provided name is `name`
