@@ -7,8 +7,14 @@
 //! tansu resolves `sqlite://tansu.db` relative to its working directory, and an absolute
 //! `sqlite:///path` loses its leading slash, so the process runs inside the node's
 //! directory with the relative URL (as `scripts/lib/brokers.sh` `start_tansu` does).
+//!
+//! A Kafka client bootstraps from any address but then talks to the address the broker
+//! *advertises*. [`TansuNode::start_advertising`] makes tansu advertise another address
+//! than its listener (a proxy in front of it, which a network-cut scenario controls), so
+//! that every client connection goes through that address.
 
 use std::{
+    net::{Ipv4Addr, SocketAddr},
     path::{Path, PathBuf},
     process::Stdio,
     time::Duration,
@@ -32,7 +38,10 @@ pub struct TansuNode {
     binary: PathBuf,
     /// The working directory: `tansu.db` and `tansu.log`.
     dir: PathBuf,
+    /// The port tansu listens on.
     port: u16,
+    /// The address tansu tells clients to use: its own listener, or a proxy in front.
+    advertised: SocketAddr,
     /// The tansu process while it runs (tansu is our direct child).
     process: Option<Child>,
 }
@@ -41,6 +50,25 @@ impl TansuNode {
     /// Starts tansu (`binary`, e.g. from `ORDERFLOW_TANSU_BIN`) with its files in a fresh
     /// directory under `dir`, and waits until it listens.
     pub async fn start(binary: &Path, dir: &Path) -> anyhow::Result<TansuNode> {
+        Self::start_on(binary, dir, None).await
+    }
+
+    /// Like [`TansuNode::start`], but tansu advertises `advertised` to clients instead of
+    /// its own listener (see the module doc); [`TansuNode::kafka_url`] then names
+    /// `advertised` too.
+    pub async fn start_advertising(
+        binary: &Path,
+        dir: &Path,
+        advertised: SocketAddr,
+    ) -> anyhow::Result<TansuNode> {
+        Self::start_on(binary, dir, Some(advertised)).await
+    }
+
+    async fn start_on(
+        binary: &Path,
+        dir: &Path,
+        advertised: Option<SocketAddr>,
+    ) -> anyhow::Result<TansuNode> {
         anyhow::ensure!(
             binary.is_file(),
             "no tansu binary at {} (scripts/test.sh builds one into ~/.cache/orderflow)",
@@ -49,22 +77,25 @@ impl TansuNode {
         let dir = dir.join(format!("tansu-{}", uuid::Uuid::now_v7().simple()));
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
+        let port = free_port()?;
         let mut node = TansuNode {
             binary: binary.to_path_buf(),
             dir,
-            port: free_port()?,
+            port,
+            advertised: advertised.unwrap_or((Ipv4Addr::LOCALHOST, port).into()),
             process: None,
         };
         node.launch().await?;
         Ok(node)
     }
 
-    /// The URL `orderflow_broker::connect` takes: `kafka://127.0.0.1:<port>`.
+    /// The URL `orderflow_broker::connect` takes: `kafka://<advertised address>`
+    /// (`kafka://127.0.0.1:<port>` unless started with [`TansuNode::start_advertising`]).
     pub fn kafka_url(&self) -> String {
-        format!("kafka://127.0.0.1:{}", self.port)
+        format!("kafka://{}", self.advertised)
     }
 
-    /// The port (the same across restarts).
+    /// The port tansu listens on (the same across restarts).
     pub fn port(&self) -> u16 {
         self.port
     }
@@ -110,6 +141,7 @@ impl TansuNode {
     /// when it exits first.
     async fn launch(&mut self) -> anyhow::Result<()> {
         let listener = format!("tcp://127.0.0.1:{}", self.port);
+        let advertised = format!("tcp://{}", self.advertised);
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -118,7 +150,7 @@ impl TansuNode {
         let mut child = Command::new(&self.binary)
             .args(["broker", "--storage-engine", STORAGE])
             .args(["--listener-url", &listener])
-            .args(["--advertised-listener-url", &listener])
+            .args(["--advertised-listener-url", &advertised])
             .current_dir(&self.dir)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)

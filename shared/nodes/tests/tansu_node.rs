@@ -50,3 +50,25 @@ async fn a_tansu_node_takes_clients_and_keeps_its_data_across_kill9() {
     drop(deliveries);
     broker.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_tansu_node_started_advertising_another_address_names_it_in_its_url() {
+    let Some(binary) = testenv::require("ORDERFLOW_TANSU_BIN", "the tansu binary") else {
+        return;
+    };
+    let proxy_port = orderflow_nodes::free_port().unwrap();
+    let advertised = std::net::SocketAddr::from(([127, 0, 0, 1], proxy_port));
+    let mut node =
+        TansuNode::start_advertising(&PathBuf::from(binary), &std::env::temp_dir(), advertised)
+            .await
+            .unwrap();
+    assert_eq!(node.kafka_url(), format!("kafka://127.0.0.1:{proxy_port}"));
+    assert_ne!(node.port(), proxy_port);
+    assert!(
+        tokio::net::TcpStream::connect(("127.0.0.1", node.port()))
+            .await
+            .is_ok(),
+        "tansu listens on its own port"
+    );
+    node.kill9().await.unwrap();
+}
