@@ -96,7 +96,13 @@ async fn confirmed_messages_survive_a_kill9(backend: &'static str) {
     node.restart().await;
 
     let mut deliveries = subscribe_once_reconnected(&broker, &subscription).await;
-    let seen = receive_all(&mut deliveries, &published, AFTER_RESTART).await;
+    let seen = receive_all(
+        "the confirmed messages",
+        &mut deliveries,
+        &published,
+        AFTER_RESTART,
+    )
+    .await;
     assert!(
         seen.keys().all(|id| published.contains(id)),
         "{backend}: a message nobody published arrived"
@@ -133,7 +139,13 @@ async fn in_flight_deliveries_come_again_after_a_kill9(backend: &'static str) {
     // The handler fails them: never acked.
     drop(held);
 
-    let seen = receive_all(&mut deliveries, &published, AFTER_RESTART).await;
+    let seen = receive_all(
+        "the held and the undelivered messages",
+        &mut deliveries,
+        &published,
+        AFTER_RESTART,
+    )
+    .await;
     assert!(held_ids.iter().all(|id| seen.contains_key(id)));
     eprintln!(
         "{backend}: {} in flight at kill -9 delivered again, {} delivered in all ({} duplicates)",
@@ -166,7 +178,13 @@ async fn in_flight_deliveries_of_a_vanished_consumer_reach_the_next_one(backend:
     node.restart().await;
 
     let mut next = subscribe_once_reconnected(&broker, &subscription).await;
-    let seen = receive_all(&mut next, &published, AFTER_RESTART).await;
+    let seen = receive_all(
+        "the messages, at the next consumer",
+        &mut next,
+        &published,
+        AFTER_RESTART,
+    )
+    .await;
     eprintln!(
         "{backend}: all {} delivered to the next consumer ({} duplicates)",
         seen.len(),
@@ -219,13 +237,19 @@ async fn retried_and_dead_lettered_messages_survive_a_kill9(backend: &'static st
     node.restart().await;
 
     let mut next = subscribe_once_reconnected(&broker, &subscription).await;
-    receive_all(&mut next, &retried, AFTER_RESTART).await;
+    receive_all("the retried messages", &mut next, &retried, AFTER_RESTART).await;
     drop(next);
     let mut dead_letters = broker
         .subscribe_dead_letters(&subscription.group)
         .await
         .expect("subscribing to the dead letters after the restart");
-    receive_all(&mut dead_letters, &dead_lettered, AFTER_RESTART).await;
+    receive_all(
+        "the dead letters",
+        &mut dead_letters,
+        &dead_lettered,
+        AFTER_RESTART,
+    )
+    .await;
     eprintln!(
         "{backend}: {} retried and {} dead-lettered before kill -9, all there after the restart",
         retried.len(),
@@ -307,7 +331,13 @@ async fn every_publish_confirmed_around_a_kill9_is_delivered(backend: &'static s
 
     let confirmed = confirmed.lock().unwrap().clone();
     let mut deliveries = subscribe_once_reconnected(&broker, &subscription).await;
-    let seen = receive_all(&mut deliveries, &confirmed, AFTER_RESTART).await;
+    let seen = receive_all(
+        "the confirmed messages",
+        &mut deliveries,
+        &confirmed,
+        AFTER_RESTART,
+    )
+    .await;
     eprintln!(
         "{backend}: {} confirmed around a kill -9 ({at_kill} by the kill, {failed_batches} failed batches), all delivered; {} arrived in all ({} duplicates)",
         confirmed.len(),
@@ -484,7 +514,13 @@ async fn rabbitmq_publish_is_not_ok_while_a_memory_alarm_blocks_publishing() {
     confirmed.extend(after_ids);
 
     let mut deliveries = broker.subscribe(subscription).await.unwrap();
-    let seen = receive_all(&mut deliveries, &confirmed, AFTER_RESTART).await;
+    let seen = receive_all(
+        "the confirmed messages",
+        &mut deliveries,
+        &confirmed,
+        AFTER_RESTART,
+    )
+    .await;
     eprintln!(
         "rabbitmq: {} confirmed around a memory alarm, all delivered ({} duplicates)",
         confirmed.len(),

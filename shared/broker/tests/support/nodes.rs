@@ -90,9 +90,10 @@ impl Node {
 }
 
 /// Receives and acks deliveries until every id in `wanted` has arrived at least once,
-/// failing the test (with how many are missing) at `timeout`. Returns how many times each
+/// failing the test (naming `what`, with how many are missing) at `timeout`. Returns how many times each
 /// id arrived, counted here, independently of any deduplication downstream.
 pub async fn receive_all(
+    what: &str,
     deliveries: &mut Deliveries,
     wanted: &HashSet<Uuid>,
     timeout: Duration,
@@ -105,12 +106,12 @@ pub async fn receive_all(
         let delivery = match tokio::time::timeout_at(deadline, deliveries.next()).await {
             Ok(Some(delivery)) => delivery,
             Ok(None) => panic!(
-                "the subscription ended with {} of {} still missing",
+                "{what}: the subscription ended with {} of {} still missing",
                 missing(&seen),
                 wanted.len()
             ),
             Err(_) => panic!(
-                "{} of {} messages never arrived within {timeout:?}",
+                "{what}: {} of {} never arrived within {timeout:?}",
                 missing(&seen),
                 wanted.len()
             ),
