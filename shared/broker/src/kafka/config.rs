@@ -75,7 +75,12 @@ pub fn consumer_config(bootstrap: &str, group: &str) -> ClientConfig {
         )
         // A fetch answers within 100 ms even when little has arrived: low latency
         // rather than full fetches.
-        .set("fetch.wait.max.ms", "100");
+        .set("fetch.wait.max.ms", "100")
+        // A group can be assigned before the client has the topics' partitions in its
+        // metadata (just after a broker restart, seen on tansu): the assignment is then
+        // empty, and librdkafka rebalances again only once a metadata refresh shows the
+        // partitions. The default refresh is every 5 minutes; every 2 s bounds the wait.
+        .set("topic.metadata.refresh.interval.ms", "2000");
     config
 }
 
