@@ -87,6 +87,7 @@ fn service_config(name: &str, broker_url: &str, database_url: String) -> Service
         http_addr: "127.0.0.1:0".parse().expect("a literal address"),
         concurrency: 16,
         max_attempts: 5,
+        shutdown_timeout: orderflow_kit::config::DEFAULT_SHUTDOWN_TIMEOUT,
     }
 }
 

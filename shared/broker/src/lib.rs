@@ -46,7 +46,7 @@ pub mod memory;
 pub mod rabbitmq;
 
 use backoff::retry_backoff;
-pub use delivery::{Deliveries, Delivery, Settle};
+pub use delivery::{Deliveries, Delivery, Intake, Settle};
 pub use error::BrokerError;
 
 /// Result with [`BrokerError`].

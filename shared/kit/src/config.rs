@@ -10,11 +10,12 @@
 //! | `ORDERFLOW_HTTP_ADDR` | where the HTTP API listens | `127.0.0.1:<service port>` |
 //! | `ORDERFLOW_CONSUMER_CONCURRENCY` | handlers running at once per consumer | `16` |
 //! | `ORDERFLOW_MAX_ATTEMPTS` | deliveries before a message is dead-lettered | `5` |
+//! | `ORDERFLOW_SHUTDOWN_TIMEOUT` | seconds a graceful stop may take before the process gives up on unfinished work (it is delivered again) and exits | `10` |
 //! | `ORDERFLOW_LOG_FORMAT` | `pretty` or `json` | `pretty` |
 //!
 //! Services add their own (`ORDERFLOW_PAYMENT_FAILURE_RATE`, …) through [`env_or`].
 
-use std::{fmt::Display, net::SocketAddr, str::FromStr};
+use std::{fmt::Display, net::SocketAddr, str::FromStr, time::Duration};
 
 /// A setting that could not be read; names the variable, the value and why.
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +90,9 @@ pub struct ServiceConfig {
     pub concurrency: usize,
     /// `ORDERFLOW_MAX_ATTEMPTS`.
     pub max_attempts: u32,
+    /// `ORDERFLOW_SHUTDOWN_TIMEOUT`: the bound of a graceful stop, from the signal to
+    /// `run_until_stopped` returning.
+    pub shutdown_timeout: Duration,
 }
 
 impl ServiceConfig {
@@ -113,6 +117,7 @@ impl ServiceConfig {
         )?;
         let concurrency = env_or("ORDERFLOW_CONSUMER_CONCURRENCY", 16usize)?;
         let max_attempts = env_or("ORDERFLOW_MAX_ATTEMPTS", 5u32)?;
+        let shutdown_timeout = seconds("ORDERFLOW_SHUTDOWN_TIMEOUT", DEFAULT_SHUTDOWN_TIMEOUT)?;
         Ok(ServiceConfig {
             name: name.to_owned(),
             broker_url,
@@ -133,8 +138,24 @@ impl ServiceConfig {
                 max_attempts >= 1,
                 "must be at least 1",
             )?,
+            shutdown_timeout,
         })
     }
+}
+
+/// The default of `ORDERFLOW_SHUTDOWN_TIMEOUT`.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A duration in seconds (fractions allowed, e.g. `2.5`), or `default` when unset.
+pub fn seconds(variable: &str, default: Duration) -> Result<Duration, ConfigError> {
+    let value = env_or(variable, default.as_secs_f64())?;
+    ensure(
+        variable,
+        value,
+        value.is_finite() && value > 0.0 && value < 1e9,
+        "must be a positive number of seconds",
+    )
+    .map(Duration::from_secs_f64)
 }
 
 #[cfg(test)]
@@ -153,5 +174,16 @@ mod tests {
             "{error}"
         );
         assert_eq!(env_or("ORDERFLOW_TEST_UNSET", 7u32).unwrap(), 7);
+    }
+
+    #[test]
+    fn seconds_take_fractions_and_refuse_zero() {
+        std::env::set_var("ORDERFLOW_TEST_SECONDS", "2.5");
+        assert_eq!(
+            seconds("ORDERFLOW_TEST_SECONDS", Duration::from_secs(1)).unwrap(),
+            Duration::from_millis(2500)
+        );
+        std::env::set_var("ORDERFLOW_TEST_SECONDS_ZERO", "0");
+        assert!(seconds("ORDERFLOW_TEST_SECONDS_ZERO", Duration::from_secs(1)).is_err());
     }
 }

@@ -18,9 +18,16 @@
 //!   A payload that cannot be decoded goes there at once: retrying it can never help.
 //!   A handler that panics counts as a failed attempt (watermill's `Recoverer`): it is
 //!   retried and dead-lettered like any other failure, and the loop goes on.
-//! - **Graceful stop**: when `shutdown` is cancelled the loop takes nothing new, lets
-//!   running handlers finish and ack, and returns; deliveries it had not started are
-//!   released and delivered again later.
+//! - **Graceful stop, bounded**: when `shutdown` is cancelled the loop stops the intake
+//!   ([`Deliveries::stop_intake`]: RabbitMQ `basic.cancel`, Kafka stops polling), handles
+//!   what it was already handed — running handlers, messages waiting for their key, what
+//!   the backend still buffered — and acks it on the still-open subscription, then lets
+//!   go of the subscription. Finishing rather than releasing what was handed over matters
+//!   on Kafka: a released record leaves a gap below which the group cannot commit, and
+//!   every record after it that this consumer finished would be done again by the
+//!   partition's next owner. The whole stop is bounded by `stop_timeout`: past it, the
+//!   handlers still running are cancelled and everything unsettled goes back to the
+//!   group (a hung handler or a vanished broker cannot keep the process alive).
 
 use std::{
     collections::{HashMap, HashSet, VecDeque},
@@ -93,7 +100,13 @@ pub struct ConsumerOptions {
     pub retry: RetryPolicy,
     /// Where duplicates and dead letters are counted persistently (for reconciliation).
     pub counters: Option<Db>,
+    /// How long a graceful stop may take to finish what was handed over before it gives
+    /// up on it (the rest is delivered again).
+    pub stop_timeout: Duration,
 }
+
+/// The default bound of a graceful stop (`ORDERFLOW_SHUTDOWN_TIMEOUT`).
+pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Default for ConsumerOptions {
     fn default() -> Self {
@@ -102,6 +115,7 @@ impl Default for ConsumerOptions {
             rate_per_s: None,
             retry: RetryPolicy::default(),
             counters: None,
+            stop_timeout: DEFAULT_STOP_TIMEOUT,
         }
     }
 }
@@ -153,7 +167,8 @@ impl RateLimiter {
     }
 }
 
-/// Runs `handler` over `deliveries` until the subscription ends or `shutdown` is cancelled.
+/// Runs `handler` over `deliveries` until the subscription ends, or until `shutdown` is
+/// cancelled and what was handed over is finished (at most `options.stop_timeout`).
 pub async fn run(
     mut deliveries: Deliveries,
     handler: Arc<dyn Handler>,
@@ -173,6 +188,11 @@ pub async fn run(
     // Keys with a handler running, and deliveries waiting for their key to be free.
     let mut busy_keys: HashSet<String> = HashSet::new();
     let mut waiting: HashMap<String, VecDeque<Delivery>> = HashMap::new();
+    // False once the subscription has handed over its last delivery: closed by the
+    // broker, or drained after a stop.
+    let mut intake_open = true;
+    // Set when the stop begins: when finishing what was handed over must be done by.
+    let mut stop_by: Option<Instant> = None;
 
     // Starts a handler task for `delivery`. The rate limit is waited for inside the task,
     // so a slow limit holds up that task only, never the loop (which must go on noticing
@@ -193,24 +213,46 @@ pub async fn run(
         });
     };
 
-    loop {
+    // Running handlers are always empty when nothing waits: a waiting delivery starts
+    // when its key's running handler finishes.
+    while intake_open || !running.is_empty() {
+        // The stop's deadline, or never before the stop.
+        let deadline = async {
+            match stop_by {
+                Some(deadline) => tokio::time::sleep_until(deadline).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
-            // `biased` polls the arms in the order written instead of at random. Shutdown
-            // comes first, so once it is cancelled no new handler starts even while
-            // deliveries are ready; finished handlers come before new deliveries, so a
-            // freed slot and a freed key are accounted for before the next delivery is
-            // taken.
+            // `biased` polls the arms in the order written instead of at random: the stop
+            // and its deadline first; finished handlers before new deliveries, so a freed
+            // slot and a freed key are accounted for before the next delivery is taken.
             biased;
 
-            // Stop taking work. What happens to the rest is below the loop.
-            () = shutdown.cancelled() => break,
+            // The stop begins: the backend takes nothing more from the broker; what it
+            // took already still comes through `deliveries`, then it ends.
+            () = shutdown.cancelled(), if stop_by.is_none() => {
+                deliveries.stop_intake();
+                stop_by = Some(Instant::now() + options.stop_timeout);
+            }
+
+            // Finishing took too long: give up on what is left (below the loop).
+            () = deadline => {
+                tracing::warn!(
+                    running = running.len(),
+                    waiting = waiting.values().map(VecDeque::len).sum::<usize>(),
+                    timeout = ?options.stop_timeout,
+                    "graceful stop timed out: the unfinished messages will be delivered again"
+                );
+                break;
+            }
 
             // A handler finished (the guard keeps this arm out of the race when nothing
             // runs: `join_next` on an empty set would return `None` at once).
             Some(finished) = running.join_next(), if !running.is_empty() => {
                 // Every task returns its key: a handler's panic is caught inside the task
                 // (see `handle_one`). An `Err` would be a task aborted, which this loop
-                // never does.
+                // only does after it.
                 let Ok(key) = finished else { continue };
                 match waiting.get_mut(&key).and_then(VecDeque::pop_front) {
                     // The key stays busy: its next waiting message starts now, in publish
@@ -228,9 +270,13 @@ pub async fn run(
             // full loop leaves deliveries in the channel, and the broker's prefetch then
             // stops sending more (back-pressure all the way up). `next` is cancel-safe: when
             // another arm wins, no delivery is lost.
-            delivery = deliveries.next(), if running.len() < options.concurrency => {
-                // `None`: the subscription ended (the broker handle was closed).
-                let Some(delivery) = delivery else { break };
+            delivery = deliveries.next(), if intake_open && running.len() < options.concurrency => {
+                // `None`: the subscription has nothing more to hand over (the broker
+                // handle was closed, or the stop drained it).
+                let Some(delivery) = delivery else {
+                    intake_open = false;
+                    continue;
+                };
                 let key = &delivery.envelope().key;
                 if busy_keys.contains(key) {
                     // Per-key order: a handler of this key is running, so this one waits
@@ -243,16 +289,12 @@ pub async fn run(
             }
         }
     }
-    // Deliveries not started are dropped unsettled, so the broker hands them out again
-    // (to this service's next start, or to another consumer of the group now).
+    // Only after a timed-out stop is anything left here. Cancelled handlers drop their
+    // deliveries unsettled, as do the waiting ones, so the broker hands them out again.
+    running.shutdown().await;
     drop(waiting);
-    // Graceful stop: the running handlers finish and settle what they hold before `run`
-    // returns, so a stop costs no redelivery of work already done. The subscription stays
-    // open meanwhile — nothing new is taken from it — because its acks travel on it: closed
-    // first, the broker would put the running messages back for another consumer of the
-    // group while they are still being handled here, and their acks would then fail.
-    while running.join_next().await.is_some() {}
-    // Only now let go of the subscription: what it still buffers goes back to the group.
+    // Only now let go of the subscription: its acks travelled on it until here; what it
+    // still holds goes back to the group.
     drop(deliveries);
 }
 

@@ -72,6 +72,7 @@ pub fn prepare(service: &str, store: Store) -> Prepared {
             http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             concurrency: 8,
             max_attempts: 3,
+            shutdown_timeout: crate::config::DEFAULT_SHUTDOWN_TIMEOUT,
         },
         scratch,
         postgres,

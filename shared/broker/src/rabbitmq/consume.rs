@@ -1,6 +1,12 @@
 //! The consuming side: [`Subscriber`] for [`RabbitBroker`], and the task behind each
 //! [`Deliveries`] that consumes a queue and, whenever the consumer is lost, consumes again
 //! on the next connection, feeding the same [`Deliveries`].
+//!
+//! A graceful stop ([`Deliveries::stop_intake`]) cancels the consumer (`basic.cancel`)
+//! but keeps its channel: the server sends nothing more, what it sent before its
+//! `cancel-ok` is still handed over, and the deliveries being handled are acked on the
+//! channel they came on. Only when the [`Deliveries`] is dropped does the channel close,
+//! handing back whatever was left unsettled.
 
 use std::sync::{
     atomic::{AtomicBool, Ordering},
@@ -8,24 +14,25 @@ use std::sync::{
 };
 
 use async_trait::async_trait;
+use futures::StreamExt;
 use lapin::{
-    options::{BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions},
+    options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions},
     types::FieldTable,
     Channel, Consumer,
 };
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Notify};
 use uuid::Uuid;
 
 use super::{
     connection::{reconnect_backoff, Live, RabbitBroker, Shared, SUPERVISOR_TICK},
-    forward::{forward, Stop},
+    forward::{forward, hand_over, Stop},
     topology::{
         dead_letter_queue, declare_dead_letter_queue, declare_group, is_not_found, on_own_channel,
         GroupNames,
     },
     REPLY_SUCCESS,
 };
-use crate::{BrokerError, Deliveries, Delivery, Result, Subscriber, Subscription};
+use crate::{BrokerError, Deliveries, Delivery, Intake, Result, Subscriber, Subscription};
 
 /// Prefetch of a dead-letter consumer (the default prefetch of a [`Subscription`]).
 const DEAD_LETTER_PREFETCH: u16 = 64;
@@ -129,18 +136,104 @@ pub(super) struct ConsumerState {
     /// The [`Deliveries`] was dropped: the channel is about to close, which requeues
     /// every unacked delivery in order, so dropped deliveries need no nack of their own.
     pub(super) stopping: AtomicBool,
+    /// [`Deliveries::stop_intake`] was called: cancel the consumer, consume no more (not
+    /// even after a reconnect), keep the channel for acks.
+    intake_stopped: AtomicBool,
+    /// Wakes the consumer task when either flag is set.
+    changed: Notify,
 }
 
-/// Dropped with the [`Deliveries`]; the consumer task sees the receiver go and closes the
-/// channel.
+/// Resolves once [`Deliveries::stop_intake`] has been called.
+pub(super) async fn intake_stopped(state: &ConsumerState) {
+    loop {
+        // Created before the flag is read, so a `notify_waiters` in between reaches it.
+        let changed = state.changed.notified();
+        if state.intake_stopped.load(Ordering::Acquire) {
+            return;
+        }
+        changed.await;
+    }
+}
+
+/// Resolves once the [`Deliveries`] has been dropped.
+async fn dropped(state: &ConsumerState) {
+    loop {
+        let changed = state.changed.notified();
+        if state.stopping.load(Ordering::Acquire) {
+            return;
+        }
+        changed.await;
+    }
+}
+
+/// The [`Deliveries`]'s [`Intake`]: stops the intake on request; dropped with the
+/// [`Deliveries`], which the consumer task sees (the receiver goes) and closes the channel.
 struct ConsumerGuard {
     state: Arc<ConsumerState>,
+}
+
+impl Intake for ConsumerGuard {
+    fn stop_intake(&self) {
+        self.state.intake_stopped.store(true, Ordering::Release);
+        self.state.changed.notify_waiters();
+    }
 }
 
 impl Drop for ConsumerGuard {
     fn drop(&mut self) {
         // Release pairs with the Acquire in `RabbitSettle::abandon`.
         self.state.stopping.store(true, Ordering::Release);
+        self.state.changed.notify_waiters();
+    }
+}
+
+/// The graceful end of one consumer, after [`Deliveries::stop_intake`]: `basic.cancel`,
+/// then what the server sent before confirming it is handed over too, then the
+/// [`Deliveries`] stream ends. The channel stays open until the [`Deliveries`] is dropped,
+/// so the handlers still running ack on it; closed before that, the server would hand
+/// their messages to another consumer of the group while they are still being handled.
+async fn finish(
+    shared: &Arc<Shared>,
+    spec: &Arc<ConsumeSpec>,
+    state: &Arc<ConsumerState>,
+    channel: &Arc<Channel>,
+    sender: mpsc::Sender<Delivery>,
+    shutdown: &mut watch::Receiver<bool>,
+    mut consumer: Consumer,
+) {
+    let cancelled = channel
+        .basic_cancel(consumer.tag(), BasicCancelOptions::default())
+        .await;
+    match cancelled {
+        // After `cancel-ok` lapin's stream yields what it had buffered, then ends.
+        Ok(()) => loop {
+            let next = tokio::select! {
+                next = consumer.next() => next,
+                _ = shutdown.wait_for(|closed| *closed) => break,
+            };
+            let Some(Ok(raw)) = next else { break };
+            let permit = tokio::select! {
+                permit = sender.reserve() => permit,
+                _ = shutdown.wait_for(|closed| *closed) => break,
+            };
+            // `Err`: the `Deliveries` is gone; the channel closes below.
+            let Ok(permit) = permit else { break };
+            hand_over(shared, spec, state, channel, raw, permit);
+        },
+        // The channel is gone already, and with it every unacked delivery went back.
+        Err(error) => tracing::debug!(group = %spec.group, %error, "basic.cancel failed"),
+    }
+    // The stream ends for the application once it has taken what is in the channel.
+    drop(sender);
+    tokio::select! {
+        () = dropped(state) => {}
+        // `close` closes the connection, and every channel with it.
+        _ = shutdown.wait_for(|closed| *closed) => return,
+    }
+    if channel.status().connected() {
+        let _ = channel
+            .close(REPLY_SUCCESS, "consumer stopped".into())
+            .await;
     }
 }
 
@@ -188,6 +281,19 @@ async fn consume(
             }
             // `close` closes the connection, and every channel with it.
             Stop::Shutdown => return,
+            Stop::IntakeStopped => {
+                finish(
+                    &shared,
+                    &spec,
+                    &state,
+                    &channel,
+                    sender,
+                    &mut shutdown,
+                    consumer,
+                )
+                .await;
+                return;
+            }
             Stop::Lost(error) => {
                 let reason =
                     error.map_or_else(|| "cancelled".to_owned(), |error| error.to_string());
@@ -206,6 +312,8 @@ async fn consume(
                     tokio::select! {
                         // The application dropped the `Deliveries` meanwhile.
                         _ = sender.closed() => return,
+                        // Or stopped its intake: a stopping consumer does not come back.
+                        () = intake_stopped(&state) => return,
                         // `close` was called meanwhile.
                         _ = shutdown.wait_for(|closed| *closed) => return,
                         _ = tokio::time::sleep(reconnect_backoff(1)) => {}
@@ -218,7 +326,11 @@ async fn consume(
         // server has requeued them and sends them again on the new consumer.
         let mut attempt = 0;
         loop {
-            let Some(next) = next_live(&shared, &sender, &mut shutdown).await else {
+            // A consumer being stopped does not come back: its stream just ends.
+            if state.intake_stopped.load(Ordering::Acquire) {
+                return;
+            }
+            let Some(next) = next_live(&shared, &state, &sender, &mut shutdown).await else {
                 return;
             };
             match open_consumer(&next, &spec).await {
@@ -251,6 +363,8 @@ async fn consume(
                     tokio::select! {
                         // The application dropped the `Deliveries` meanwhile.
                         _ = sender.closed() => return,
+                        // Or stopped its intake: a stopping consumer does not come back.
+                        () = intake_stopped(&state) => return,
                         // `close` was called meanwhile.
                         _ = shutdown.wait_for(|closed| *closed) => return,
                         // Backoff over: look for a connection and try again.
@@ -263,9 +377,10 @@ async fn consume(
 }
 
 /// Waits until there is a connected connection; `None` if the subscription or the
-/// broker ended meanwhile.
+/// broker ended meanwhile, or the intake was stopped.
 async fn next_live(
     shared: &Shared,
+    state: &ConsumerState,
     sender: &mpsc::Sender<Delivery>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Option<Arc<Live>> {
@@ -283,8 +398,9 @@ async fn next_live(
             // The supervisor published a connection (or withdrew one): look again. An
             // error means the sender, i.e. the broker's shared state, is gone.
             changed = changes.changed() => changed.ok()?,
-            // The application dropped the `Deliveries`.
+            // The application dropped the `Deliveries`, or stopped its intake.
             _ = sender.closed() => return None,
+            () = intake_stopped(state) => return None,
             // `close` was called.
             _ = shutdown.wait_for(|closed| *closed) => return None,
             // The supervisor replaces a dead connection within a tick or two; looking
