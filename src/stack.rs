@@ -87,6 +87,8 @@ fn service_config(name: &str, broker_url: &str, database_url: String) -> Service
         http_addr: "127.0.0.1:0".parse().expect("a literal address"),
         concurrency: 16,
         max_attempts: 5,
+        handler_timeout: orderflow_kit::consumer::DEFAULT_HANDLER_TIMEOUT,
+        max_crashes: orderflow_kit::consumer::crashes::DEFAULT_MAX_CRASHES,
         shutdown_timeout: orderflow_kit::config::DEFAULT_SHUTDOWN_TIMEOUT,
     }
 }

@@ -10,6 +10,8 @@
 //! | `ORDERFLOW_HTTP_ADDR` | where the HTTP API listens | `127.0.0.1:<service port>` |
 //! | `ORDERFLOW_CONSUMER_CONCURRENCY` | handlers running at once per consumer | `16` |
 //! | `ORDERFLOW_MAX_ATTEMPTS` | deliveries before a message is dead-lettered | `5` |
+//! | `ORDERFLOW_HANDLER_TIMEOUT` | seconds one handler call may take before it is cancelled and counts as a failed attempt | `30` |
+//! | `ORDERFLOW_MAX_CRASHES` | times a message may crash or hang its consumer (handed out, never settled) before it is dead-lettered | `3` |
 //! | `ORDERFLOW_SHUTDOWN_TIMEOUT` | seconds a graceful stop may take before the process gives up on unfinished work (it is delivered again) and exits | `10` |
 //! | `ORDERFLOW_LOG_FORMAT` | `pretty` or `json` | `pretty` |
 //!
@@ -90,6 +92,10 @@ pub struct ServiceConfig {
     pub concurrency: usize,
     /// `ORDERFLOW_MAX_ATTEMPTS`.
     pub max_attempts: u32,
+    /// `ORDERFLOW_HANDLER_TIMEOUT`.
+    pub handler_timeout: Duration,
+    /// `ORDERFLOW_MAX_CRASHES`.
+    pub max_crashes: u32,
     /// `ORDERFLOW_SHUTDOWN_TIMEOUT`: the bound of a graceful stop, from the signal to
     /// `run_until_stopped` returning.
     pub shutdown_timeout: Duration,
@@ -118,6 +124,14 @@ impl ServiceConfig {
         let concurrency = env_or("ORDERFLOW_CONSUMER_CONCURRENCY", 16usize)?;
         let max_attempts = env_or("ORDERFLOW_MAX_ATTEMPTS", 5u32)?;
         let shutdown_timeout = seconds("ORDERFLOW_SHUTDOWN_TIMEOUT", DEFAULT_SHUTDOWN_TIMEOUT)?;
+        let handler_timeout = seconds(
+            "ORDERFLOW_HANDLER_TIMEOUT",
+            crate::consumer::DEFAULT_HANDLER_TIMEOUT,
+        )?;
+        let max_crashes = env_or(
+            "ORDERFLOW_MAX_CRASHES",
+            crate::consumer::crashes::DEFAULT_MAX_CRASHES,
+        )?;
         Ok(ServiceConfig {
             name: name.to_owned(),
             broker_url,
@@ -136,6 +150,13 @@ impl ServiceConfig {
                 "ORDERFLOW_MAX_ATTEMPTS",
                 max_attempts,
                 max_attempts >= 1,
+                "must be at least 1",
+            )?,
+            handler_timeout,
+            max_crashes: ensure(
+                "ORDERFLOW_MAX_CRASHES",
+                max_crashes,
+                max_crashes >= 1,
                 "must be at least 1",
             )?,
             shutdown_timeout,

@@ -30,7 +30,7 @@ use tokio::time::Instant;
 
 use crate::{
     config::ServiceConfig,
-    consumer::{self, ConsumerOptions, ConsumerStats, Handler},
+    consumer::{self, ConsumerOptions, ConsumerStats, CrashPolicy, Handler},
     db::{Db, Migrations},
     http::{self, Readiness},
     outbox::Relay,
@@ -144,6 +144,10 @@ impl Service {
                 ..RetryPolicy::default()
             },
             counters: Some(self.db.clone()),
+            handler_timeout: self.config.handler_timeout,
+            crashes: CrashPolicy {
+                max_crashes: self.config.max_crashes,
+            },
             // Three quarters of the stop's bound: the rest is for the relay to publish what
             // the last handlers committed and for closing the broker.
             stop_timeout: self.config.shutdown_timeout.mul_f64(0.75),

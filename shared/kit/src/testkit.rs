@@ -72,6 +72,8 @@ pub fn prepare(service: &str, store: Store) -> Prepared {
             http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             concurrency: 8,
             max_attempts: 3,
+            handler_timeout: crate::consumer::DEFAULT_HANDLER_TIMEOUT,
+            max_crashes: crate::consumer::crashes::DEFAULT_MAX_CRASHES,
             shutdown_timeout: crate::config::DEFAULT_SHUTDOWN_TIMEOUT,
         },
         scratch,

@@ -267,10 +267,11 @@ async fn consume(
         };
         // In flight from now on: nothing at or past this offset is committed until the
         // delivery is settled.
-        let slot = lock(&consumption.tracker).receive(
+        let (slot, redelivered) = lock(&consumption.tracker).receive(
             message.topic(),
             message.partition(),
             message.offset(),
+            message.timestamp().to_millis(),
         );
         match envelope_from(&message) {
             Ok(envelope) => {
@@ -280,11 +281,10 @@ async fn consume(
                     envelope: envelope.clone(),
                 };
                 // Into the reserved slot: this never waits.
-                permit.send(Delivery::new(
-                    envelope,
-                    consumption.group.clone(),
-                    Box::new(settle),
-                ));
+                permit.send(
+                    Delivery::new(envelope, consumption.group.clone(), Box::new(settle))
+                        .with_redelivered(redelivered),
+                );
             }
             Err(reason) => {
                 // Not an envelope: no delivery for the application. A task of its own

@@ -503,3 +503,241 @@ impl Subscriber for RabbitBroker {
         Ok(u64::from(count))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use lapin::{
+        options::{BasicNackOptions, BasicPublishOptions, QueueDeleteOptions},
+        types::AMQPValue,
+        BasicProperties, Connection, ConnectionProperties,
+    };
+
+    use super::*;
+
+    /// The experiment behind the poison-by-crash choice in `docs/events.md` (run with
+    /// `--ignored` against a real RabbitMQ): what a quorum queue with `x-delivery-limit`
+    /// does (1) with a message whose consumer's channel closes without settling it, as a
+    /// crashed process's would, and (2) to the order of one key's messages after the
+    /// first was given back. It prints what it saw and asserts what RabbitMQ 3.10.8 did,
+    /// so a server that behaves otherwise shows up.
+    #[tokio::test]
+    #[ignore = "an experiment about quorum queues; run with --ignored"]
+    async fn quorum_queue_delivery_limit_and_order_after_a_return() {
+        let Some(url) = orderflow_kit::testenv::require("ORDERFLOW_AMQP_URL", "RabbitMQ") else {
+            return;
+        };
+        let connection = Connection::connect(&url, ConnectionProperties::default())
+            .await
+            .unwrap();
+        let run = Uuid::now_v7().simple();
+        let (queue, dead) = (format!("quorum-{run}"), format!("quorum-{run}.dlq"));
+        let setup = connection.create_channel().await.unwrap();
+        setup.confirm_select(Default::default()).await.unwrap();
+        let durable = QueueDeclareOptions {
+            durable: true,
+            ..QueueDeclareOptions::default()
+        };
+        setup
+            .queue_declare(dead.as_str().into(), durable, FieldTable::default())
+            .await
+            .unwrap();
+        let mut arguments = FieldTable::default();
+        arguments.insert(
+            "x-queue-type".into(),
+            AMQPValue::LongString("quorum".into()),
+        );
+        arguments.insert("x-delivery-limit".into(), AMQPValue::LongInt(2));
+        arguments.insert(
+            "x-dead-letter-exchange".into(),
+            AMQPValue::LongString("".into()),
+        );
+        arguments.insert(
+            "x-dead-letter-routing-key".into(),
+            AMQPValue::LongString(dead.as_str().into()),
+        );
+        setup
+            .queue_declare(queue.as_str().into(), durable, arguments)
+            .await
+            .unwrap();
+        let publish = |body: &'static str| {
+            let setup = setup.clone();
+            let queue = queue.clone();
+            async move {
+                setup
+                    .basic_publish(
+                        "".into(),
+                        queue.as_str().into(),
+                        BasicPublishOptions::default(),
+                        body.as_bytes(),
+                        BasicProperties::default().with_delivery_mode(2),
+                    )
+                    .await
+                    .unwrap()
+                    .await
+                    .unwrap();
+            }
+        };
+        // One consumer's life: a channel with prefetch 1, the first delivery, and then
+        // `settle` decides what happens to it.
+        let consume_one = |tag: &'static str| {
+            let connection = &connection;
+            let queue = queue.clone();
+            async move {
+                let channel = connection.create_channel().await.unwrap();
+                channel
+                    .basic_qos(1, BasicQosOptions::default())
+                    .await
+                    .unwrap();
+                let mut consumer = channel
+                    .basic_consume(
+                        queue.as_str().into(),
+                        tag.into(),
+                        BasicConsumeOptions::default(),
+                        FieldTable::default(),
+                    )
+                    .await
+                    .unwrap();
+                let delivery = tokio::time::timeout(Duration::from_secs(2), consumer.next())
+                    .await
+                    .ok()
+                    .flatten()
+                    .map(Result::unwrap);
+                (channel, delivery)
+            }
+        };
+
+        // (1) Channel-close returns: the consumer "crashes" with the message unacked.
+        publish("poison").await;
+        let mut deliveries_seen = 0;
+        for _ in 0..5 {
+            let (channel, delivery) = consume_one("crash").await;
+            let Some(delivery) = delivery else { break };
+            deliveries_seen += 1;
+            let count = delivery
+                .properties
+                .headers()
+                .as_ref()
+                .and_then(|headers| headers.inner().get("x-delivery-count").cloned());
+            println!(
+                "delivery {deliveries_seen}: redelivered={} x-delivery-count={count:?}",
+                delivery.redelivered
+            );
+            channel.close(200, "crash".into()).await.unwrap();
+        }
+        let dead_count = setup
+            .queue_declare(
+                dead.as_str().into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap()
+            .message_count();
+        println!("after {deliveries_seen} deliveries ended by a closed channel: {dead_count} in the dead-letter queue");
+        assert_eq!(
+            (deliveries_seen, dead_count),
+            (3, 1),
+            "limit 2: delivered three times, then dead-lettered"
+        );
+
+        // (2) Order after a return: a1 a2 a3 of one key, a1 given back (nack, requeue).
+        for body in ["a1", "a2", "a3"] {
+            publish(body).await;
+        }
+        let (channel, first) = consume_one("order").await;
+        let first = first.unwrap();
+        assert_eq!(&first.data, b"a1");
+        channel
+            .basic_nack(
+                first.delivery_tag,
+                BasicNackOptions {
+                    requeue: true,
+                    ..BasicNackOptions::default()
+                },
+            )
+            .await
+            .unwrap();
+        channel.close(200, "done".into()).await.unwrap();
+        let mut order = Vec::new();
+        for _ in 0..3 {
+            let (channel, next) = consume_one("order").await;
+            let next = next.unwrap();
+            order.push(String::from_utf8(next.data.clone()).unwrap());
+            channel
+                .basic_ack(next.delivery_tag, Default::default())
+                .await
+                .unwrap();
+            channel.close(200, "done".into()).await.unwrap();
+        }
+        println!("order after a1 was given back: {order:?}");
+        assert_eq!(order, ["a1", "a2", "a3"]);
+
+        // (3) Bystanders: one consumer holds ten messages (prefetch 10) when it crashes,
+        // three times. The delivery count is the queue's, per message, not the culprit's.
+        let ten = ["b0", "b1", "b2", "b3", "b4", "b5", "b6", "b7", "b8", "b9"];
+        for body in ten {
+            publish(body).await;
+        }
+        for _ in 0..3 {
+            let channel = connection.create_channel().await.unwrap();
+            channel
+                .basic_qos(10, BasicQosOptions::default())
+                .await
+                .unwrap();
+            let mut consumer = channel
+                .basic_consume(
+                    queue.as_str().into(),
+                    "bystanders".into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .unwrap();
+            for _ in 0..10 {
+                tokio::time::timeout(Duration::from_secs(2), consumer.next())
+                    .await
+                    .expect("ten deliveries")
+                    .unwrap()
+                    .unwrap();
+            }
+            channel.close(200, "crash".into()).await.unwrap();
+        }
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..QueueDeclareOptions::default()
+        };
+        // The server dead-letters asynchronously after the channel is gone: look until
+        // the count stops at ten, or for five seconds.
+        let mut dead_now = dead_count;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while dead_now - dead_count < 10 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            dead_now = setup
+                .queue_declare(dead.as_str().into(), passive, FieldTable::default())
+                .await
+                .unwrap()
+                .message_count();
+        }
+        println!(
+            "after three crashes of a consumer holding ten: {} more in the dead-letter queue",
+            dead_now - dead_count
+        );
+        assert_eq!(
+            dead_now - dead_count,
+            10,
+            "every bystander is dead-lettered"
+        );
+
+        for name in [&queue, &dead] {
+            let _ = setup
+                .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
+                .await;
+        }
+        let _ = connection.close(200, "OK".into()).await;
+    }
+}

@@ -17,7 +17,14 @@
 //!   with the last error.
 //!   A payload that cannot be decoded goes there at once: retrying it can never help.
 //!   A handler that panics counts as a failed attempt (watermill's `Recoverer`): it is
-//!   retried and dead-lettered like any other failure, and the loop goes on.
+//!   retried and dead-lettered like any other failure, and the loop goes on. So does one
+//!   that hangs: a handler still running after `handler_timeout` is cancelled and counts
+//!   as a failed attempt.
+//! - **Poison by crash** ([`crashes`]): a message that kills its consumer's process (or
+//!   hangs it until it is killed) leaves no retried copy to count on, so for deliveries
+//!   the backend marks as possibly handed out before, the loop counts handler starts in
+//!   the service database and dead-letters a message handed out `max_crashes` times
+//!   without being settled. First deliveries skip that bookkeeping entirely.
 //! - **Graceful stop, bounded**: when `shutdown` is cancelled the loop stops the intake
 //!   ([`Deliveries::stop_intake`]: RabbitMQ `basic.cancel`, Kafka stops polling), handles
 //!   what it was already handed — running handlers, messages waiting for their key, what
@@ -48,6 +55,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::{db::Db, retry::RetryPolicy};
+
+pub mod crashes;
+pub use crashes::CrashPolicy;
 
 /// What a handler did with a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,8 +108,15 @@ pub struct ConsumerOptions {
     /// How a failing handler is retried: the backoff between deliveries, and after how many
     /// deliveries the message is dead-lettered.
     pub retry: RetryPolicy,
-    /// Where duplicates and dead letters are counted persistently (for reconciliation).
+    /// The service database: where duplicates and dead letters are counted persistently
+    /// (for reconciliation), and crashes are counted (see [`crashes`]; without a database
+    /// a message that crashes its consumer is not recognised as poison).
     pub counters: Option<Db>,
+    /// How long one handler call may take before it is cancelled and counts as a failed
+    /// attempt (`ORDERFLOW_HANDLER_TIMEOUT`).
+    pub handler_timeout: Duration,
+    /// When a message that keeps crashing its consumer is dead-lettered.
+    pub crashes: CrashPolicy,
     /// How long a graceful stop may take to finish what was handed over before it gives
     /// up on it (the rest is delivered again).
     pub stop_timeout: Duration,
@@ -107,6 +124,8 @@ pub struct ConsumerOptions {
 
 /// The default bound of a graceful stop (`ORDERFLOW_SHUTDOWN_TIMEOUT`).
 pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// The default bound of one handler call (`ORDERFLOW_HANDLER_TIMEOUT`).
+pub const DEFAULT_HANDLER_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Default for ConsumerOptions {
     fn default() -> Self {
@@ -115,6 +134,8 @@ impl Default for ConsumerOptions {
             rate_per_s: None,
             retry: RetryPolicy::default(),
             counters: None,
+            handler_timeout: DEFAULT_HANDLER_TIMEOUT,
+            crashes: CrashPolicy::default(),
             stop_timeout: DEFAULT_STOP_TIMEOUT,
         }
     }
@@ -321,6 +342,33 @@ async fn handle_one(
                 return;
             }
         };
+        // Poison by crash: counted only for a delivery that may have been handed out
+        // before, and only where there is a database to count in.
+        let counted = match (&options.counters, delivery.redelivered()) {
+            (Some(db), true) => Some((db, delivery.group().to_owned(), envelope.id.to_string())),
+            _ => None,
+        };
+        if let Some((db, group, message_id)) = &counted {
+            match crashes::record_start(db, group, message_id).await {
+                Ok(times) if options.crashes.is_poison(times) => {
+                    let reason = options.crashes.reason(times);
+                    tracing::error!(%reason, "dead-lettering");
+                    // Forgotten only once it is on the dead-letter queue: if that failed,
+                    // the message comes again and is still recognised.
+                    if dead_letter(delivery, &reason, options, stats).await {
+                        forget_crashes(db, group, message_id).await;
+                    }
+                    return;
+                }
+                Ok(_) => {}
+                // The handler runs anyway: a database hiccup must not stop the flow, at
+                // the price of this start going uncounted.
+                Err(error) => tracing::warn!(
+                    error = format!("{error:#}"),
+                    "could not record the start of a redelivered message"
+                ),
+            }
+        }
         // A panic becomes a failed attempt, as if the handler had returned
         // `HandlerError::Retry`: the delivery is retried and, its attempts used up,
         // dead-lettered with the panic message. Left to unwind, it would drop the delivery
@@ -328,10 +376,23 @@ async fn handle_one(
         // loop. `AssertUnwindSafe`: after a panic this function uses only `envelope`,
         // which the handler could only read; what the panic leaves in the handler's own
         // state is the handler's concern, as it is after any error it returns.
-        let handled = AssertUnwindSafe(handler.handle(event, &envelope))
-            .catch_unwind()
-            .await
-            .unwrap_or_else(|panic| Err(HandlerError::Retry(panicked(panic.as_ref()))));
+        let call = AssertUnwindSafe(handler.handle(event, &envelope)).catch_unwind();
+        // A hang becomes a failed attempt too: the call is dropped (cancelled) at the
+        // timeout. Only an await point can be cancelled; a handler stuck in blocking code
+        // holds its thread until the process is killed, which the crash count covers.
+        let handled = match tokio::time::timeout(options.handler_timeout, call).await {
+            Ok(returned) => returned
+                .unwrap_or_else(|panic| Err(HandlerError::Retry(panicked(panic.as_ref())))),
+            Err(_) => Err(HandlerError::Retry(anyhow::anyhow!(
+                "the handler did not finish within {:?} (ORDERFLOW_HANDLER_TIMEOUT)",
+                options.handler_timeout
+            ))),
+        };
+        // It came back: whatever it returned, this start did not crash the consumer.
+        // Forgotten before settling, so a crash between the two costs no count.
+        if let Some((db, group, message_id)) = &counted {
+            forget_crashes(db, group, message_id).await;
+        }
         match handled {
             Ok(outcome) => {
                 match outcome {
@@ -381,18 +442,34 @@ fn panicked(panic: &(dyn std::any::Any + Send)) -> anyhow::Error {
     anyhow::anyhow!("the handler panicked: {message}")
 }
 
+/// Dead-letters `delivery`; false if that failed (the broker then delivers it again).
 async fn dead_letter(
     delivery: Delivery,
     reason: &str,
     options: &ConsumerOptions,
     stats: &ConsumerStats,
-) {
+) -> bool {
     match delivery.dead_letter(reason).await {
         Ok(()) => {
             stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
             bump(options, counters::DEAD_LETTERED).await;
+            true
         }
-        Err(error) => tracing::warn!(%error, "dead-lettering failed; the broker will redeliver"),
+        Err(error) => {
+            tracing::warn!(%error, "dead-lettering failed; the broker will redeliver");
+            false
+        }
+    }
+}
+
+async fn forget_crashes(db: &Db, group: &str, message_id: &str) {
+    if let Err(error) = crashes::forget(db, group, message_id).await {
+        // A row left behind only makes a later redelivery of this id look closer to the
+        // limit than it is.
+        tracing::warn!(
+            error = format!("{error:#}"),
+            "could not clear a crash count"
+        );
     }
 }
 
