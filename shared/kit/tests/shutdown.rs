@@ -355,3 +355,61 @@ async fn kafka_a_stop_with_the_broker_gone_returns() {
 async fn rabbitmq_a_stop_with_the_connection_cut_returns() {
     a_stop_with_the_broker_gone_returns("rabbitmq").await;
 }
+
+/// A whole service (HTTP, relay, one consumer) whose handler hangs: once stopped, it
+/// returns within `ORDERFLOW_SHUTDOWN_TIMEOUT` instead of waiting for the handler forever,
+/// so the process can exit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_whose_handler_hangs_stops_within_its_shutdown_timeout() {
+    let run = Uuid::now_v7().simple();
+    let scratch = std::env::temp_dir().join(format!("orderflow-service-stop-{run}"));
+    let empty = scratch.join("no-migrations");
+    std::fs::create_dir_all(&empty).unwrap();
+    let broker_url = format!("memory://service-stop-{run}");
+    // This test binary's only reader of these variables.
+    std::env::set_var("ORDERFLOW_BROKER", &broker_url);
+    std::env::set_var(
+        "DATABASE_URL",
+        format!("sqlite://{}/service.db", scratch.display()),
+    );
+    std::env::set_var("ORDERFLOW_HTTP_ADDR", "127.0.0.1:0");
+    std::env::set_var("ORDERFLOW_SHUTDOWN_TIMEOUT", "1");
+    let name = format!("service-stop-{run}");
+    let config = orderflow_kit::config::ServiceConfig::from_env(&name, 0).unwrap();
+    let migrations = orderflow_kit::db::Migrations {
+        postgres: sqlx::migrate::Migrator::new(empty.as_path()).await.unwrap(),
+        sqlite: sqlx::migrate::Migrator::new(empty.as_path()).await.unwrap(),
+    };
+    let mut service = orderflow_kit::service::Service::start(config, &migrations)
+        .await
+        .unwrap();
+    let topic = format!("test.service-stop.{run}");
+    let handler = Arc::new(HangsOnTheFirst::default());
+    let options = service.consumer_options();
+    service.consume(&[topic.as_str()], handler.clone(), options);
+    let broker = orderflow_broker::connect(&broker_url).await.unwrap();
+    broker
+        .declare(&Subscription::new(name.as_str(), [&topic]))
+        .await
+        .unwrap();
+    let stop = CancellationToken::new();
+    let running = tokio::spawn(
+        service
+            .with_routes(axum::Router::new())
+            .run_until_stopped(stop.clone()),
+    );
+    broker
+        .publish(order_on(&topic, Uuid::now_v7()))
+        .await
+        .unwrap();
+    tokio::time::timeout(PATIENCE, handler.started.notified())
+        .await
+        .expect("the handler starts");
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(20), running)
+        .await
+        .expect("the service stops although its handler hangs")
+        .unwrap()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(scratch);
+}
