@@ -123,8 +123,10 @@ async fn start_replica(
     Replica { broker, stop, task }
 }
 
-/// Two replicas, 600 messages over 60 keys, replica A stopped once it has finished 100:
-/// every message is handled (nothing lost), and nothing A finished is handled again.
+/// Two replicas, 600 messages over 8 keys, replica A stopped once it has finished 20:
+/// every message is handled (nothing lost), and nothing A finished is handled again. Few
+/// keys, so that messages wait for their key inside the loop: on Kafka, a waiting record
+/// released at the stop leaves a gap below records of other keys that were finished.
 async fn a_replica_stopped_mid_load_hands_over_nothing_it_finished(url: &str) {
     let run = Uuid::now_v7().simple();
     let topic = format!("test.stop-mid-load.{run}");
@@ -133,18 +135,18 @@ async fn a_replica_stopped_mid_load_hands_over_nothing_it_finished(url: &str) {
     let a = start_replica(url, &subscription, "a", &ledger).await;
     let b = start_replica(url, &subscription, "b", &ledger).await;
 
-    let keys: Vec<Uuid> = (0..60).map(|_| Uuid::now_v7()).collect();
-    let sent: Vec<Envelope> = (0..10)
+    let keys: Vec<Uuid> = (0..8).map(|_| Uuid::now_v7()).collect();
+    let sent: Vec<Envelope> = (0..75)
         .flat_map(|_| keys.iter().map(|key| order_on(&topic, *key)))
         .collect();
     let publisher = orderflow_broker::connect(url).await.unwrap();
     publisher.publish_all(sent.clone()).await.unwrap();
 
     wait::until(
-        "replica a to finish 100 messages",
+        "replica a to finish 20 messages",
         PATIENCE,
-        Duration::from_millis(5),
-        || async { (ledger.completed_by("a").len() >= 100).then_some(()) },
+        Duration::from_millis(2),
+        || async { (ledger.completed_by("a").len() >= 20).then_some(()) },
     )
     .await
     .unwrap();
