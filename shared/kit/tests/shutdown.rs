@@ -123,7 +123,7 @@ async fn start_replica(
     Replica { broker, stop, task }
 }
 
-/// Two replicas, 600 messages over 8 keys, replica A stopped once it has finished 20:
+/// Two replicas, 600 messages over 8 keys, replica A stopped mid-load (a third handled, some by A):
 /// every message is handled (nothing lost), and nothing A finished is handled again. Few
 /// keys, so that messages wait for their key inside the loop: on Kafka, a waiting record
 /// released at the stop leaves a gap below records of other keys that were finished.
@@ -143,10 +143,13 @@ async fn a_replica_stopped_mid_load_hands_over_nothing_it_finished(url: &str) {
     publisher.publish_all(sent.clone()).await.unwrap();
 
     wait::until(
-        "replica a to finish 20 messages",
+        "a third of the messages to be handled, some by replica a",
         PATIENCE,
         Duration::from_millis(2),
-        || async { (ledger.completed_by("a").len() >= 20).then_some(()) },
+        || async {
+            (ledger.distinct() >= sent.len() / 3 && !ledger.completed_by("a").is_empty())
+                .then_some(())
+        },
     )
     .await
     .unwrap();
