@@ -89,6 +89,9 @@ fn service_config(name: &str, broker_url: &str, database_url: String) -> Service
         max_attempts: 5,
         publish_timeout: orderflow_kit::config::DEFAULT_PUBLISH_TIMEOUT,
         retention: orderflow_kit::config::DEFAULT_RETENTION,
+        handler_timeout: orderflow_kit::consumer::DEFAULT_HANDLER_TIMEOUT,
+        max_crashes: orderflow_kit::consumer::crashes::DEFAULT_MAX_CRASHES,
+        shutdown_timeout: orderflow_kit::config::DEFAULT_SHUTDOWN_TIMEOUT,
     }
 }
 

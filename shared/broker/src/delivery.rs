@@ -1,5 +1,6 @@
 //! [`Delivery`]: one message handed to a consumer, to be acked, retried or dead-lettered;
-//! [`Deliveries`]: the stream of them for one consumer.
+//! [`Deliveries`]: the stream of them for one consumer, and [`Intake`], the backend's end
+//! of that stream.
 //!
 //! The header bookkeeping of retries and dead letters (attempt count, reason, who
 //! dead-lettered) happens here, once; a backend only implements [`Settle`], the transport
@@ -43,6 +44,9 @@ pub trait Settle: Send + Sync {
 pub struct Delivery {
     envelope: Envelope,
     group: String,
+    /// The backend's word that this message may have been handed to a consumer before
+    /// (see [`Delivery::redelivered`]).
+    redelivered: bool,
     settle: Option<Box<dyn Settle>>,
 }
 
@@ -51,6 +55,7 @@ impl std::fmt::Debug for Delivery {
         formatter
             .debug_struct("Delivery")
             .field("group", &self.group)
+            .field("redelivered", &self.redelivered)
             .field("envelope", &self.envelope)
             .finish()
     }
@@ -62,8 +67,30 @@ impl Delivery {
         Delivery {
             envelope,
             group: group.into(),
+            redelivered: false,
             settle: Some(settle),
         }
+    }
+
+    /// Marks the delivery as possibly handed out before (backends call this; see
+    /// [`Delivery::redelivered`]).
+    pub fn with_redelivered(mut self, redelivered: bool) -> Self {
+        self.redelivered = redelivered;
+        self
+    }
+
+    /// True when this message may have been handed to a consumer of the group before and
+    /// not settled there — that consumer may have crashed or hung on it. RabbitMQ: the
+    /// server's `redelivered` flag. Kafka: a record fetched after a partition assignment
+    /// that an earlier owner may already have fetched (below the partition's end at the
+    /// time), or one handed back in process. Memory: a message put back after being
+    /// handed out. A copy made by [`retry`](Delivery::retry) is a new delivery, not a
+    /// redelivered one: its attempt count says what it went through.
+    ///
+    /// False means "certainly the first time", so a consumer can keep bookkeeping about
+    /// crashes (the kit's crash count) off the path of first deliveries.
+    pub fn redelivered(&self) -> bool {
+        self.redelivered
     }
 
     /// The message.
@@ -127,21 +154,51 @@ impl Drop for Delivery {
     }
 }
 
+/// The backend's end of a [`Deliveries`]: told when to stop taking messages from the
+/// broker, and dropped (which stops the consumer) when the [`Deliveries`] is.
+pub trait Intake: Send + Sync {
+    /// Stop taking new messages from the broker, but keep the consumer open so that the
+    /// deliveries already handed out can still be settled: RabbitMQ cancels the consumer
+    /// (`basic.cancel`) and keeps its channel, Kafka stops polling and stays in the group,
+    /// memory stops taking from the group queue. What the backend took before is still
+    /// handed over; then the stream ends ([`Deliveries::next`] returns `None`). Called at
+    /// most once; must not block.
+    fn stop_intake(&self);
+}
+
 /// The deliveries of one consumer, in the order the broker handed them over.
 ///
 /// Backends feed it through a bounded channel (its capacity is the subscription's
-/// prefetch). Dropping it drops `guard`, which stops the backend's consumer.
+/// prefetch). Dropping it drops the backend's [`Intake`], which stops the consumer:
+/// whatever it had not settled is delivered again to the group.
+///
+/// A graceful stop is two steps: [`stop_intake`](Deliveries::stop_intake), then take
+/// and settle what is still handed over until `next` returns `None`, then drop it.
 pub struct Deliveries {
     receiver: mpsc::Receiver<Delivery>,
-    _guard: Box<dyn Send + Sync>,
+    intake: Box<dyn Intake>,
+    /// Set by `stop_intake`, so a second call does nothing.
+    intake_stopped: bool,
 }
 
 impl Deliveries {
-    /// Wraps a backend's channel; `guard` is dropped when the consumer is dropped.
-    pub fn new(receiver: mpsc::Receiver<Delivery>, guard: Box<dyn Send + Sync>) -> Self {
+    /// Wraps a backend's channel; `intake` is told to stop by [`Deliveries::stop_intake`]
+    /// and dropped when the consumer is dropped.
+    pub fn new(receiver: mpsc::Receiver<Delivery>, intake: Box<dyn Intake>) -> Self {
         Deliveries {
             receiver,
-            _guard: guard,
+            intake,
+            intake_stopped: false,
+        }
+    }
+
+    /// Stops taking new messages from the broker while keeping the consumer open for
+    /// settling (see [`Intake::stop_intake`]); `next` returns what was taken already, then
+    /// `None`.
+    pub fn stop_intake(&mut self) {
+        if !self.intake_stopped {
+            self.intake_stopped = true;
+            self.intake.stop_intake();
         }
     }
 

@@ -50,7 +50,7 @@ pub mod memory;
 pub mod rabbitmq;
 
 use backoff::retry_backoff;
-pub use delivery::{Deliveries, Delivery, Settle};
+pub use delivery::{Deliveries, Delivery, Intake, Settle};
 pub use error::BrokerError;
 
 /// Result with [`BrokerError`].

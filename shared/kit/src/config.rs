@@ -10,6 +10,9 @@
 //! | `ORDERFLOW_HTTP_ADDR` | where the HTTP API listens | `127.0.0.1:<service port>` |
 //! | `ORDERFLOW_CONSUMER_CONCURRENCY` | handlers running at once per consumer | `16` |
 //! | `ORDERFLOW_MAX_ATTEMPTS` | deliveries before a message is dead-lettered | `5` |
+//! | `ORDERFLOW_HANDLER_TIMEOUT` | seconds one handler call may take before it is cancelled and counts as a failed attempt | `30` |
+//! | `ORDERFLOW_MAX_CRASHES` | times a message may crash or hang its consumer (handed out, never settled) before it is dead-lettered | `3` |
+//! | `ORDERFLOW_SHUTDOWN_TIMEOUT` | seconds a graceful stop may take before the process gives up on unfinished work (it is delivered again) and exits | `10` |
 //! | `ORDERFLOW_LOG_FORMAT` | `pretty` or `json` | `pretty` |
 //! | `ORDERFLOW_PUBLISH_TIMEOUT` | how long the outbox relay waits for the broker's confirms before it tries the rows again | `5s` |
 //! | `ORDERFLOW_RETENTION` | how long sent outbox rows and processed message ids are kept; must outlast the longest time a duplicate can still arrive, or a very late one is applied again | `7d` |
@@ -43,6 +46,15 @@ impl FromStr for DurationSetting {
             .find(|character: char| !character.is_ascii_digit())
             .unwrap_or(text.len());
         let (number, unit) = text.split_at(split);
+        // A bare number is seconds, fractions allowed (`2.5`): the form the timeouts were
+        // first documented in.
+        if let Ok(seconds) = text.parse::<f64>() {
+            return if seconds.is_finite() && (0.0..1e9).contains(&seconds) {
+                Ok(DurationSetting(Duration::from_secs_f64(seconds)))
+            } else {
+                Err("a number of seconds between 0 and 1e9".to_owned())
+            };
+        }
         let number: u64 = number
             .parse()
             .map_err(|_| "a whole number and a unit, like 500ms, 5s, 10m, 2h or 7d".to_owned())?;
@@ -144,6 +156,13 @@ pub struct ServiceConfig {
     pub publish_timeout: Duration,
     /// `ORDERFLOW_RETENTION`.
     pub retention: Duration,
+    /// `ORDERFLOW_HANDLER_TIMEOUT`.
+    pub handler_timeout: Duration,
+    /// `ORDERFLOW_MAX_CRASHES`.
+    pub max_crashes: u32,
+    /// `ORDERFLOW_SHUTDOWN_TIMEOUT`: the bound of a graceful stop, from the signal to
+    /// `run_until_stopped` returning.
+    pub shutdown_timeout: Duration,
 }
 
 impl ServiceConfig {
@@ -168,11 +187,17 @@ impl ServiceConfig {
         )?;
         let concurrency = env_or("ORDERFLOW_CONSUMER_CONCURRENCY", 16usize)?;
         let max_attempts = env_or("ORDERFLOW_MAX_ATTEMPTS", 5u32)?;
-        let publish_timeout = env_or(
-            "ORDERFLOW_PUBLISH_TIMEOUT",
-            DurationSetting(DEFAULT_PUBLISH_TIMEOUT),
+        let publish_timeout = duration("ORDERFLOW_PUBLISH_TIMEOUT", DEFAULT_PUBLISH_TIMEOUT)?;
+        let retention = duration("ORDERFLOW_RETENTION", DEFAULT_RETENTION)?;
+        let shutdown_timeout = duration("ORDERFLOW_SHUTDOWN_TIMEOUT", DEFAULT_SHUTDOWN_TIMEOUT)?;
+        let handler_timeout = duration(
+            "ORDERFLOW_HANDLER_TIMEOUT",
+            crate::consumer::DEFAULT_HANDLER_TIMEOUT,
         )?;
-        let retention = env_or("ORDERFLOW_RETENTION", DurationSetting(DEFAULT_RETENTION))?;
+        let max_crashes = env_or(
+            "ORDERFLOW_MAX_CRASHES",
+            crate::consumer::crashes::DEFAULT_MAX_CRASHES,
+        )?;
         Ok(ServiceConfig {
             name: name.to_owned(),
             broker_url,
@@ -193,22 +218,28 @@ impl ServiceConfig {
                 max_attempts >= 1,
                 "must be at least 1",
             )?,
-            publish_timeout: ensure(
-                "ORDERFLOW_PUBLISH_TIMEOUT",
-                publish_timeout,
-                !publish_timeout.0.is_zero(),
-                "must be longer than 0",
-            )?
-            .0,
-            retention: ensure(
-                "ORDERFLOW_RETENTION",
-                retention,
-                !retention.0.is_zero(),
-                "must be longer than 0",
-            )?
-            .0,
+            publish_timeout,
+            retention,
+            handler_timeout,
+            max_crashes: ensure(
+                "ORDERFLOW_MAX_CRASHES",
+                max_crashes,
+                max_crashes >= 1,
+                "must be at least 1",
+            )?,
+            shutdown_timeout,
         })
     }
+}
+
+/// The default of `ORDERFLOW_SHUTDOWN_TIMEOUT`.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A duration setting longer than zero (`500ms`, `5s`, `7d`, or plain seconds such as
+/// `2.5`), or `default` when unset.
+pub fn duration(variable: &str, default: Duration) -> Result<Duration, ConfigError> {
+    let value = env_or(variable, DurationSetting(default))?;
+    ensure(variable, value, !value.0.is_zero(), "must be longer than 0").map(|value| value.0)
 }
 
 #[cfg(test)]
@@ -235,7 +266,21 @@ mod tests {
         assert_eq!(parse("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse("5s"), Ok(Duration::from_secs(5)));
         assert_eq!(parse("7d"), Ok(DEFAULT_RETENTION));
-        assert!(parse("7").unwrap_err().contains("unknown unit"));
+        assert_eq!(parse("2.5"), Ok(Duration::from_millis(2500)));
+        assert!(parse("7 weeks").unwrap_err().contains("unknown unit"));
         assert!(parse("soon").unwrap_err().contains("whole number"));
+        assert!(parse("-1").unwrap_err().contains("seconds between"));
+    }
+
+    #[test]
+    fn a_zero_duration_is_refused_with_the_variable_named() {
+        std::env::set_var("ORDERFLOW_TEST_DURATION_ZERO", "0s");
+        let error = duration("ORDERFLOW_TEST_DURATION_ZERO", Duration::from_secs(1)).unwrap_err();
+        assert_eq!(error.variable, "ORDERFLOW_TEST_DURATION_ZERO");
+        std::env::set_var("ORDERFLOW_TEST_DURATION_FRACTION", "2.5");
+        assert_eq!(
+            duration("ORDERFLOW_TEST_DURATION_FRACTION", Duration::from_secs(1)).unwrap(),
+            Duration::from_millis(2500)
+        );
     }
 }

@@ -10,8 +10,12 @@
 //! Each service's `startup::build` is the part that is its own — which topics it consumes,
 //! at what rate, with which handler, and its routes — and returns an [`Application`].
 //!
-//! On shutdown: HTTP stops accepting, consumer loops finish and ack what they run, the
-//! relay publishes what is committed, the broker connection closes.
+//! On shutdown: HTTP stops accepting, consumer loops stop taking deliveries and finish and
+//! ack what they were handed, the relay publishes what is committed, the broker
+//! connection closes — all of it within `ORDERFLOW_SHUTDOWN_TIMEOUT` (default 10 s). Past
+//! that, what is unfinished is left to the brokers' redelivery and the outbox, and
+//! `run_until_stopped` returns anyway, so that a hung handler or a vanished broker cannot
+//! keep the process from exiting.
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -22,9 +26,11 @@ use orderflow_events::topology;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
+use tokio::time::Instant;
+
 use crate::{
     config::ServiceConfig,
-    consumer::{self, ConsumerOptions, ConsumerStats, Handler},
+    consumer::{self, ConsumerOptions, ConsumerStats, CrashPolicy, Handler},
     db::{Db, Migrations},
     http::{self, Readiness},
     outbox::{Relay, RelaySettings},
@@ -146,6 +152,13 @@ impl Service {
                 ..RetryPolicy::default()
             },
             counters: Some(self.db.clone()),
+            handler_timeout: self.config.handler_timeout,
+            crashes: CrashPolicy {
+                max_crashes: self.config.max_crashes,
+            },
+            // Three quarters of the stop's bound: the rest is for the relay to publish what
+            // the last handlers committed and for closing the broker.
+            stop_timeout: self.config.shutdown_timeout.mul_f64(0.75),
         }
     }
 
@@ -210,7 +223,7 @@ impl Service {
         // The relay gets a token of its own, cancelled only after the consumers are done,
         // so the events their last handlers committed are still published.
         let relay_stop = CancellationToken::new();
-        let relay_task = tokio::spawn(relay.clone().run(relay_stop.clone()));
+        let mut relay_task = tokio::spawn(relay.clone().run(relay_stop.clone()));
         let mut consumer_tasks = Vec::new();
         // The broker probe asks for the backlog of the service's own group.
         let probed_subscription = consumers
@@ -249,25 +262,67 @@ impl Service {
         }
         tracing::info!(service = %name, address = %listener.local_addr()?, "ready");
         let router = router.merge(http::health_routes(readiness.clone()));
-        let served = http::serve(listener, router, shutdown.clone()).await;
+        let serve = http::serve(listener, router, shutdown.clone());
+        tokio::pin!(serve);
+        // Serve until the stop begins (or the server fails on its own); from then on the
+        // whole stop has `shutdown_timeout`, HTTP's last requests included.
+        let (served, deadline) = tokio::select! {
+            served = &mut serve => (served, Instant::now() + config.shutdown_timeout),
+            () = shutdown.cancelled() => {
+                let deadline = Instant::now() + config.shutdown_timeout;
+                let served = tokio::time::timeout_at(deadline, serve)
+                    .await
+                    .unwrap_or_else(|_| {
+                        tracing::warn!(service = %name, "HTTP requests still open at the stop's deadline");
+                        Ok(())
+                    });
+                (served, deadline)
+            }
+        };
         readiness.set(false);
-        probes_stop.cancel();
-        for probe in probes {
-            let _ = probe.await;
+        // Already cancelled with `shutdown`, unless the server failed by itself.
+        consumers_stop.cancel();
+        let stopping = async {
+            probes_stop.cancel();
+            for probe in probes {
+                let _ = probe.await;
+            }
+            for task in consumer_tasks.iter_mut() {
+                let _ = task.await;
+            }
+            relay_stop.cancel();
+            let _ = (&mut relay_task).await;
+            let _ = broker.close().await;
+        };
+        if tokio::time::timeout_at(deadline, stopping).await.is_err() {
+            // What is cut short here is not lost: unsettled deliveries go back to their
+            // groups, committed outbox rows are published by the next start.
+            tracing::error!(
+                service = %name,
+                timeout = ?config.shutdown_timeout,
+                "the graceful stop did not finish in time (ORDERFLOW_SHUTDOWN_TIMEOUT); stopping anyway"
+            );
+            for task in &consumer_tasks {
+                task.abort();
+            }
+            relay_task.abort();
         }
-        for task in consumer_tasks {
-            let _ = task.await;
-        }
-        relay_stop.cancel();
-        let _ = relay_task.await;
-        let _ = broker.close().await;
         // Close the pool too, so that nothing holds a connection to the database after
-        // the service has stopped (tests drop their databases right after).
-        db.pool().close().await;
+        // the service has stopped (tests drop their databases right after). Bounded: a
+        // database that stopped answering must not hold the exit either.
+        if tokio::time::timeout(POOL_CLOSE_TIMEOUT, db.pool().close())
+            .await
+            .is_err()
+        {
+            tracing::warn!(service = %name, "the database pool did not close in time");
+        }
         tracing::info!(service = %name, "stopped");
         served
     }
 }
+
+/// How long closing the database pool may take once the rest has stopped.
+const POOL_CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The answer of every service's `GET /internal/reconcile`: `{"<rows_key>": rows,
 /// "common": {...}}`, what `orderflow reconcile` reads. `rows` is the service's own part

@@ -7,6 +7,13 @@
 //! as a [`Delivery`] whose settle handle (`settle.rs`) remembers where it came from. The
 //! application settles it whenever it likes; the committer (`commit.rs`) then commits the
 //! settled prefix of its partition.
+//!
+//! A graceful stop ([`Deliveries::stop_intake`](crate::Deliveries::stop_intake)) stops
+//! the polling but not the consumer: it stays in the group, owning its partitions, while
+//! the application settles what it was handed (the committer commits it as it comes);
+//! only when the [`Deliveries`] is dropped does it commit once more and leave. Leaving
+//! first would give its partitions to another member, which would resume from the last
+//! commit and do again what is still being finished here.
 
 use std::sync::{atomic::AtomicBool, atomic::Ordering, Arc, Mutex};
 use std::time::Duration;
@@ -27,7 +34,7 @@ use super::{
     settle::KafkaSettle,
     wire::envelope_from,
 };
-use crate::{BrokerError, Deliveries, Delivery, Result};
+use crate::{BrokerError, Deliveries, Delivery, Intake, Result};
 
 /// How long `subscribe` waits for the consumer to be given its partitions: longer than
 /// a stuck member of the group may hold up the rebalance.
@@ -77,11 +84,20 @@ impl Consumption {
 
 pub(super) type GroupConsumer = StreamConsumer<ConsumerCallbacks>;
 
-/// Stops the consumer task when the [`Deliveries`] holding it is dropped.
+/// Stops the consumer task when the [`Deliveries`] holding it is dropped, and its polling
+/// when the intake is stopped.
 struct ConsumerGuard {
     /// Never sent on: dropping it is the signal (`stopped.changed()` in the loop wakes
     /// up with an error).
     _stop: watch::Sender<()>,
+    /// Set by [`Intake::stop_intake`].
+    intake: watch::Sender<bool>,
+}
+
+impl Intake for ConsumerGuard {
+    fn stop_intake(&self) {
+        self.intake.send_replace(true);
+    }
 }
 
 /// Starts a consumer for `group` on `topics` and returns once it has its assignment.
@@ -121,16 +137,23 @@ pub(super) async fn start_consumer(
         .subscribe(&topic_names)
         .map_err(|error| subscribe_error(&group, error))?;
     let (stop, stopped) = watch::channel(());
+    let (intake, intake_stopped) = watch::channel(false);
     // Counted before the task starts, so that a `close` from now on waits for it.
     inner.consumers.send_modify(|running| *running += 1);
     tokio::spawn(consume(
         Arc::new(consumer),
         consumption,
         sender,
-        stopped,
-        inner.closing.subscribe(),
+        Signals {
+            stopped,
+            closing: inner.closing.subscribe(),
+            intake_stopped,
+        },
     ));
-    let guard = ConsumerGuard { _stop: stop };
+    let guard = ConsumerGuard {
+        _stop: stop,
+        intake,
+    };
 
     // The rebalance callback counts assignments (`rebalance.rs`). Until the first one,
     // this consumer owns no partition, and what is published now would go to others.
@@ -154,12 +177,36 @@ pub(super) async fn start_consumer(
     }
 }
 
+/// What tells the consumer task to stop polling, or to stop altogether.
+struct Signals {
+    /// Errors once the guard, and so the [`Deliveries`], is dropped.
+    stopped: watch::Receiver<()>,
+    /// True once the broker handle is closing.
+    closing: watch::Receiver<bool>,
+    /// True once the application stopped the intake.
+    intake_stopped: watch::Receiver<bool>,
+}
+
 /// Resolves once the consumer should stop: its guard dropped or the broker closing.
 async fn stop_requested(stopped: &mut watch::Receiver<()>, closing: &mut watch::Receiver<bool>) {
     tokio::select! {
         _ = stopped.changed() => {}
         _ = closing.wait_for(|closing| *closing) => {}
     }
+}
+
+/// Resolves once the intake is stopped (or the guard is gone, which stops it too).
+async fn intake_stopped(intake: &mut watch::Receiver<bool>) {
+    let _ = intake.wait_for(|stopped| *stopped).await;
+}
+
+/// Why the poll loop ended.
+#[derive(PartialEq)]
+enum Ended {
+    /// The [`Deliveries`] was dropped, the broker is closing, or nobody reads any more.
+    Stopped,
+    /// The application stopped the intake and still settles what it holds.
+    IntakeStopped,
 }
 
 /// The consumer task: forwards records into the channel until stopped, then commits
@@ -180,30 +227,32 @@ async fn consume(
     consumer: Arc<GroupConsumer>,
     consumption: Arc<Consumption>,
     sender: mpsc::Sender<Delivery>,
-    mut stopped: watch::Receiver<()>,
-    mut closing: watch::Receiver<bool>,
+    mut signals: Signals,
 ) {
     // The committer runs beside this loop, so that commits wait neither for the next
     // record nor for a free slot in the channel.
     let committer = tokio::spawn(commit_loop(consumer.clone(), consumption.clone()));
-    loop {
+    let ended = loop {
         // Room in the channel first, so that a record taken from librdkafka is never
         // held while the consumer is told to stop.
         let permit = tokio::select! {
             // Stop is checked first (`biased`), so a busy channel cannot starve it.
             biased;
             // The Deliveries were dropped or the broker is closing: leave.
-            _ = stop_requested(&mut stopped, &mut closing) => break,
+            () = stop_requested(&mut signals.stopped, &mut signals.closing) => break Ended::Stopped,
+            // A graceful stop: poll no more, but stay in the group for now.
+            () = intake_stopped(&mut signals.intake_stopped) => break Ended::IntakeStopped,
             // A free slot, or the receiver is gone (`Err`): nobody reads any more.
             permit = sender.reserve() => match permit {
                 Ok(permit) => permit,
-                Err(_) => break,
+                Err(_) => break Ended::Stopped,
             },
         };
         let received = tokio::select! {
             biased;
             // Told to stop while waiting for a record: the unused slot is given back.
-            _ = stop_requested(&mut stopped, &mut closing) => break,
+            () = stop_requested(&mut signals.stopped, &mut signals.closing) => break Ended::Stopped,
+            () = intake_stopped(&mut signals.intake_stopped) => break Ended::IntakeStopped,
             // The next record. Polling is also what runs librdkafka's callbacks for this
             // consumer: rebalances (`rebalance.rs`) and commit results happen in here.
             received = consumer.recv() => received,
@@ -218,10 +267,11 @@ async fn consume(
         };
         // In flight from now on: nothing at or past this offset is committed until the
         // delivery is settled.
-        let slot = lock(&consumption.tracker).receive(
+        let (slot, redelivered) = lock(&consumption.tracker).receive(
             message.topic(),
             message.partition(),
             message.offset(),
+            message.timestamp().to_millis(),
         );
         match envelope_from(&message) {
             Ok(envelope) => {
@@ -231,11 +281,10 @@ async fn consume(
                     envelope: envelope.clone(),
                 };
                 // Into the reserved slot: this never waits.
-                permit.send(Delivery::new(
-                    envelope,
-                    consumption.group.clone(),
-                    Box::new(settle),
-                ));
+                permit.send(
+                    Delivery::new(envelope, consumption.group.clone(), Box::new(settle))
+                        .with_redelivered(redelivered),
+                );
             }
             Err(reason) => {
                 // Not an envelope: no delivery for the application. A task of its own
@@ -250,13 +299,19 @@ async fn consume(
                 ));
             }
         }
+    };
+    // The last strong sender: the channel closes, and `Deliveries::next` ends once the
+    // application has taken what is still in it. No in-process redelivery (retry,
+    // abandon) reaches it any more either: they stay uncommitted for the next owner.
+    drop(sender);
+    if ended == Ended::IntakeStopped {
+        // Still a member, still owning the partitions: the application settles what it
+        // holds and the committer commits it, until the `Deliveries` is dropped.
+        stop_requested(&mut signals.stopped, &mut signals.closing).await;
     }
     // Whatever is still out goes back to the group with everything else unacked; it
     // must not be handed to this consumer again on the way out.
     consumption.stop();
-    // The last strong sender: the channel closes, and `Deliveries::next` ends once the
-    // application has taken what is still in it.
-    drop(sender);
     // The committer lets go of its handle on the consumer; the consumer closes (leaves
     // the group) when the last handle is dropped, below.
     committer.abort();

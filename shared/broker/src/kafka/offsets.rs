@@ -14,7 +14,14 @@
 //! at once. With nothing in flight, the point is one past the highest offset received.
 //!
 //! Each assignment of a partition to this consumer gets a new epoch, and a delivery
-//! carries the epoch it came in under (its [`Slot`]). Settling a delivery after its
+//! carries the epoch it came in under (its [`Slot`]).
+//!
+//! The tracker also says which records may have been handed out before: any record that
+//! already existed when the partition was assigned here (its timestamp is older than the
+//! assignment, give or take [`CLOCK_SKEW`]) may have been fetched by the partition's
+//! earlier owner — which may have crashed on it. Kafka cannot say what another member
+//! fetched, so this is the conservative answer: after an assignment, the backlog that was
+//! there counts as possibly redelivered; what is produced afterwards does not. Settling a delivery after its
 //! partition was revoked, even if the partition was assigned back since, changes nothing:
 //! the partition's next owner resumes from the last commit and delivers that record again.
 
@@ -24,6 +31,15 @@ use std::{
 };
 
 use rdkafka::{Offset, TopicPartitionList};
+
+/// How far the producers' clocks may be ahead of this consumer's: a record stamped up to
+/// this long after the assignment still counts as possibly fetched by the earlier owner.
+pub(super) const CLOCK_SKEW: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Now, in milliseconds since the epoch (what Kafka record timestamps count).
+fn now_millis() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
 
 /// Where one delivered record sits: the partition state it belongs to (`epoch`
 /// identifies one assignment of the partition to this consumer) and its offset.
@@ -53,6 +69,23 @@ struct PartitionState {
     /// point moved are committed again; -1 when unknown, which makes the next
     /// [`Tracker::due`] commit the partition whatever its point.
     committed: i64,
+    /// Records stamped before this (milliseconds since the epoch: the assignment plus
+    /// [`CLOCK_SKEW`]) existed while another member may have owned the partition.
+    earlier_owner_until: i64,
+}
+
+impl PartitionState {
+    fn new(topic: &str, epoch: u64) -> Self {
+        PartitionState {
+            topic: Arc::from(topic),
+            epoch,
+            in_flight: BTreeSet::new(),
+            next: -1,
+            committed: -1,
+            earlier_owner_until: now_millis()
+                + i64::try_from(CLOCK_SKEW.as_millis()).unwrap_or(i64::MAX),
+        }
+    }
 }
 
 impl PartitionState {
@@ -78,13 +111,7 @@ impl Tracker {
     pub(super) fn assign(&mut self, partitions: &TopicPartitionList) {
         for element in partitions.elements() {
             self.epochs += 1;
-            let state = PartitionState {
-                topic: Arc::from(element.topic()),
-                epoch: self.epochs,
-                in_flight: BTreeSet::new(),
-                next: -1,
-                committed: -1,
-            };
+            let state = PartitionState::new(element.topic(), self.epochs);
             self.partitions
                 .entry(element.topic().to_owned())
                 .or_default()
@@ -110,30 +137,34 @@ impl Tracker {
         due
     }
 
-    /// A record arrived from the poll loop: it is in flight until settled.
-    pub(super) fn receive(&mut self, topic: &str, partition: i32, offset: i64) -> Slot {
+    /// A record arrived from the poll loop: it is in flight until settled. Also returns
+    /// whether it may have been handed out before (see the module doc): `timestamp` is the
+    /// record's, in milliseconds, `None` when it has none (then: maybe).
+    pub(super) fn receive(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        timestamp: Option<i64>,
+    ) -> (Slot, bool) {
         let partitions = self.partitions.entry(topic.to_owned()).or_default();
         let epochs = &mut self.epochs;
         // Records come only for assigned partitions, after the assign callback; a record
         // without state (should not happen) still gets tracked rather than lost.
         let state = partitions.entry(partition).or_insert_with(|| {
             *epochs += 1;
-            PartitionState {
-                topic: Arc::from(topic),
-                epoch: *epochs,
-                in_flight: BTreeSet::new(),
-                next: -1,
-                committed: -1,
-            }
+            PartitionState::new(topic, *epochs)
         });
         state.in_flight.insert(offset);
         state.next = state.next.max(offset + 1);
-        Slot {
+        let slot = Slot {
             topic: state.topic.clone(),
             partition,
             offset,
             epoch: state.epoch,
-        }
+        };
+        let redelivered = timestamp.is_none_or(|stamped| stamped < state.earlier_owner_until);
+        (slot, redelivered)
     }
 
     /// The state the slot belongs to, if its partition is still assigned under the same
@@ -220,7 +251,7 @@ mod tests {
         let mut tracker = Tracker::default();
         tracker.assign(&assignment(&[0]));
         let slots: Vec<Slot> = (10..14)
-            .map(|offset| tracker.receive("t", 0, offset))
+            .map(|offset| tracker.receive("t", 0, offset, None).0)
             .collect();
         assert!(tracker.due().iter().all(|(_, _, offset)| *offset == 10));
 
@@ -248,8 +279,8 @@ mod tests {
     fn settling_after_a_revoke_commits_nothing() {
         let mut tracker = Tracker::default();
         tracker.assign(&assignment(&[0, 1]));
-        let first = tracker.receive("t", 0, 5);
-        let other = tracker.receive("t", 1, 7);
+        let (first, _) = tracker.receive("t", 0, 5, None);
+        let (other, _) = tracker.receive("t", 1, 7, None);
         tracker.settle(&other);
         let due = tracker.revoke(&assignment(&[0, 1]));
         assert_eq!(due.len(), 2, "settled work is committed on revoke: {due:?}");
@@ -262,10 +293,24 @@ mod tests {
     fn a_failed_commit_is_committed_again() {
         let mut tracker = Tracker::default();
         tracker.assign(&assignment(&[0]));
-        let slot = tracker.receive("t", 0, 0);
+        let (slot, _) = tracker.receive("t", 0, 0, None);
         tracker.settle(&slot);
         let due = tracker.due();
         tracker.commit_failed(&offsets_list(&due));
         assert_eq!(tracker.due(), due);
+    }
+
+    #[test]
+    fn records_older_than_the_assignment_may_have_been_handed_out_before() {
+        let mut tracker = Tracker::default();
+        tracker.assign(&assignment(&[0]));
+        let long_ago = now_millis() - 60_000;
+        let far_ahead = now_millis() + 60_000;
+        assert!(tracker.receive("t", 0, 0, Some(long_ago)).1, "the backlog");
+        assert!(
+            !tracker.receive("t", 0, 1, Some(far_ahead)).1,
+            "produced after"
+        );
+        assert!(tracker.receive("t", 0, 2, None).1, "no timestamp: maybe");
     }
 }

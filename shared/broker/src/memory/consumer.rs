@@ -6,19 +6,21 @@
 use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
-use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, watch, Notify, OwnedSemaphorePermit, Semaphore};
 
 use super::{
     group::{hash_key, Group, Message},
     lock,
 };
-use crate::{Deliveries, Delivery, Envelope, Result, Settle};
+use crate::{Deliveries, Delivery, Envelope, Intake, Result, Settle};
 
 /// Messages a consumer takes from its group under one lock (bounded by its credit).
 const TAKE_AT_ONCE: usize = 64;
 
 /// Starts consumer number `consumer` of `group`: at most `prefetch` unsettled deliveries at
-/// once, stopped by dropping the returned [`Deliveries`] or by `closing`.
+/// once, stopped by dropping the returned [`Deliveries`] or by `closing`; after
+/// [`Deliveries::stop_intake`] it takes nothing more from the group (what it handed out
+/// can still be settled: settling needs only the group, not this task).
 pub(super) fn spawn(
     group_name: String,
     group: Arc<Group>,
@@ -30,16 +32,25 @@ pub(super) fn spawn(
     let prefetch = usize::from(prefetch.max(1));
     let (sender, receiver) = mpsc::channel(prefetch);
     let credit = Arc::new(Semaphore::new(prefetch));
+    let (intake, mut intake_stopped) = watch::channel(false);
     tokio::spawn(async move {
+        // Resolves once the intake is stopped (or its sender, the `Deliveries`, is gone).
+        let intake_stop = async move {
+            let _ = intake_stopped.wait_for(|stopped| *stopped).await;
+        };
+        let mut intake_stop = std::pin::pin!(intake_stop);
         let group_name: Arc<str> = group_name.into();
         let mut batch = Vec::new();
         let mut credits = Vec::new();
         'consuming: loop {
             // Credit first: at most `prefetch` unsettled deliveries per consumer.
             let permit = tokio::select! {
-                permit = credit.clone().acquire_owned() => permit.expect("never closed"),
+                // The stops first: once the intake is stopped, no credit takes another batch.
+                biased;
+                () = &mut intake_stop => break,
                 () = sender.closed() => break,
                 () = closing.notified() => break,
+                permit = credit.clone().acquire_owned() => permit.expect("never closed"),
             };
             credits.push(permit);
             while credits.len() < TAKE_AT_ONCE {
@@ -63,13 +74,14 @@ pub(super) fn spawn(
                     () = available => false,
                     () = sender.closed() => true,
                     () = closing.notified() => true,
+                    () = &mut intake_stop => true,
                 };
                 group.woke();
                 if stop {
                     break 'consuming;
                 }
             }
-            for message in batch.drain(..) {
+            for (message, redelivered) in batch.drain(..) {
                 let permit = credits.pop().expect("one credit per message taken");
                 let delivery = Delivery::new(
                     message.envelope.clone(),
@@ -83,7 +95,8 @@ pub(super) fn spawn(
                         envelope: Some(message.envelope),
                         _credit: permit,
                     }),
-                );
+                )
+                .with_redelivered(redelivered);
                 // A closed receiver hands the delivery back; dropping it requeues it
                 // (and the rest of the batch is requeued as this loop goes on).
                 if let Err(refused) = sender.send(delivery).await {
@@ -96,7 +109,19 @@ pub(super) fn spawn(
             credits.clear();
         }
     });
-    Deliveries::new(receiver, Box::new(()))
+    Deliveries::new(receiver, Box::new(MemoryIntake { intake }))
+}
+
+/// The memory consumer's [`Intake`]: stopping it ends the consumer task, which drops its
+/// sender, so the [`Deliveries`] ends once its channel is empty.
+struct MemoryIntake {
+    intake: watch::Sender<bool>,
+}
+
+impl Intake for MemoryIntake {
+    fn stop_intake(&self) {
+        self.intake.send_replace(true);
+    }
 }
 
 /// Settles one memory delivery. Holding the consumer's credit permit until then is what

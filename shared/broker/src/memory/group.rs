@@ -4,7 +4,7 @@
 //! a bounded capacity that makes publishers wait, and the backlog count.
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::{HashMap, HashSet, VecDeque},
     hash::{Hash, Hasher},
     sync::{
         atomic::{AtomicU64, Ordering},
@@ -62,6 +62,10 @@ pub(super) struct GroupState {
     pub(super) reordered: Vec<(u64, u8, Message)>,
     /// Key hash → (the consumer holding unacked messages of that key, how many).
     owners: HashMap<u64, (u64, u32)>,
+    /// Sequences of messages put back after being handed out (dropped unsettled): their
+    /// next delivery is marked redelivered. A set beside the queue rather than a field of
+    /// [`Message`], so that the hot path pays only an `is_empty` check while none is.
+    redelivered: HashSet<u64>,
 }
 
 impl Group {
@@ -118,14 +122,15 @@ impl Group {
     }
 
     /// Moves up to `most` waiting messages `consumer` may have (their key is free or
-    /// already held by this consumer) into `batch`, under one lock. When there are none
+    /// already held by this consumer) into `batch`, each with whether it was handed out
+    /// before (put back by [`Group::settle`]), under one lock. When there are none
     /// and `sleep` is set, counts the consumer as sleeping, so publishers and settlers
     /// know to wake it (see [`Group::wake`]).
     pub(super) fn take_batch(
         &self,
         consumer: u64,
         most: usize,
-        batch: &mut Vec<Message>,
+        batch: &mut Vec<(Message, bool)>,
         sleep: bool,
     ) {
         let mut state = lock(&self.state);
@@ -156,7 +161,9 @@ impl Group {
                     .or_insert((consumer, 1));
             }
             state.in_flight += 1;
-            batch.push(message);
+            let redelivered =
+                !state.redelivered.is_empty() && state.redelivered.remove(&message.sequence);
+            batch.push((message, redelivered));
         }
         if batch.is_empty() && sleep {
             state.sleepers += 1;
@@ -198,6 +205,8 @@ impl Group {
             }
         }
         if let Some(message) = requeue {
+            // It was handed out once: whoever gets it next is told so.
+            state.redelivered.insert(message.sequence);
             Group::insert(&mut state, message);
         }
         self.wake(state);

@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::{
     connection::Shared,
-    consume::{ConsumeSpec, ConsumerState},
+    consume::{intake_stopped, ConsumeSpec, ConsumerState},
     settle::RabbitSettle,
     wire::{envelope_of, envelope_of_dead_letter},
 };
@@ -25,6 +25,9 @@ pub(super) enum Stop {
     Dropped,
     /// `close` was called on the broker.
     Shutdown,
+    /// [`Deliveries::stop_intake`](crate::Deliveries::stop_intake) was called: cancel the
+    /// consumer, keep the channel.
+    IntakeStopped,
     /// The consumer stream ended: channel or connection lost, or the server cancelled.
     Lost(Option<lapin::Error>),
 }
@@ -55,6 +58,7 @@ pub(super) async fn forward(
         tokio::select! {
             _ = sender.closed() => Stop::Dropped,
             _ = shutdown.wait_for(|closed| *closed) => Stop::Shutdown,
+            () = intake_stopped(state) => Stop::IntakeStopped,
         }
     };
     tokio::pin!(stopped);
@@ -109,7 +113,7 @@ pub(super) async fn forward(
 
 /// Turns one lapin delivery into a [`Delivery`] and sends it, or has the server
 /// dead-letter it if it is no envelope.
-fn hand_over(
+pub(super) fn hand_over(
     shared: &Arc<Shared>,
     spec: &Arc<ConsumeSpec>,
     state: &Arc<ConsumerState>,
@@ -134,11 +138,12 @@ fn hand_over(
                 spec: spec.clone(),
                 state: state.clone(),
             };
-            permit.send(Delivery::new(
-                envelope,
-                spec.group.as_str(),
-                Box::new(settle),
-            ));
+            // The server's flag: the message was delivered before (to a consumer whose
+            // channel closed without settling it, or requeued by a nack).
+            permit.send(
+                Delivery::new(envelope, spec.group.as_str(), Box::new(settle))
+                    .with_redelivered(raw.redelivered),
+            );
         }
         Err(reason) => {
             // Cannot be handed to a handler and cannot be deduplicated: let the server

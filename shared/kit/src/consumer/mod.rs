@@ -17,10 +17,24 @@
 //!   with the last error.
 //!   A payload that cannot be decoded goes there at once: retrying it can never help.
 //!   A handler that panics counts as a failed attempt (watermill's `Recoverer`): it is
-//!   retried and dead-lettered like any other failure, and the loop goes on.
-//! - **Graceful stop**: when `shutdown` is cancelled the loop takes nothing new, lets
-//!   running handlers finish and ack, and returns; deliveries it had not started are
-//!   released and delivered again later.
+//!   retried and dead-lettered like any other failure, and the loop goes on. So does one
+//!   that hangs: a handler still running after `handler_timeout` is cancelled and counts
+//!   as a failed attempt.
+//! - **Poison by crash** ([`crashes`]): a message that kills its consumer's process (or
+//!   hangs it until it is killed) leaves no retried copy to count on, so for deliveries
+//!   the backend marks as possibly handed out before, the loop counts handler starts in
+//!   the service database and dead-letters a message handed out `max_crashes` times
+//!   without being settled. First deliveries skip that bookkeeping entirely.
+//! - **Graceful stop, bounded**: when `shutdown` is cancelled the loop stops the intake
+//!   ([`Deliveries::stop_intake`]: RabbitMQ `basic.cancel`, Kafka stops polling), handles
+//!   what it was already handed — running handlers, messages waiting for their key, what
+//!   the backend still buffered — and acks it on the still-open subscription, then lets
+//!   go of the subscription. Finishing rather than releasing what was handed over matters
+//!   on Kafka: a released record leaves a gap below which the group cannot commit, and
+//!   every record after it that this consumer finished would be done again by the
+//!   partition's next owner. The whole stop is bounded by `stop_timeout`: past it, the
+//!   handlers still running are cancelled and everything unsettled goes back to the
+//!   group (a hung handler or a vanished broker cannot keep the process alive).
 
 use std::{
     collections::{HashMap, HashSet, VecDeque},
@@ -41,6 +55,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::{db::Db, retry::RetryPolicy};
+
+pub mod crashes;
+pub use crashes::CrashPolicy;
 
 /// What a handler did with a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,9 +108,24 @@ pub struct ConsumerOptions {
     /// How a failing handler is retried: the backoff between deliveries, and after how many
     /// deliveries the message is dead-lettered.
     pub retry: RetryPolicy,
-    /// Where duplicates and dead letters are counted persistently (for reconciliation).
+    /// The service database: where duplicates and dead letters are counted persistently
+    /// (for reconciliation), and crashes are counted (see [`crashes`]; without a database
+    /// a message that crashes its consumer is not recognised as poison).
     pub counters: Option<Db>,
+    /// How long one handler call may take before it is cancelled and counts as a failed
+    /// attempt (`ORDERFLOW_HANDLER_TIMEOUT`).
+    pub handler_timeout: Duration,
+    /// When a message that keeps crashing its consumer is dead-lettered.
+    pub crashes: CrashPolicy,
+    /// How long a graceful stop may take to finish what was handed over before it gives
+    /// up on it (the rest is delivered again).
+    pub stop_timeout: Duration,
 }
+
+/// The default bound of a graceful stop (`ORDERFLOW_SHUTDOWN_TIMEOUT`).
+pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// The default bound of one handler call (`ORDERFLOW_HANDLER_TIMEOUT`).
+pub const DEFAULT_HANDLER_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Default for ConsumerOptions {
     fn default() -> Self {
@@ -102,6 +134,9 @@ impl Default for ConsumerOptions {
             rate_per_s: None,
             retry: RetryPolicy::default(),
             counters: None,
+            handler_timeout: DEFAULT_HANDLER_TIMEOUT,
+            crashes: CrashPolicy::default(),
+            stop_timeout: DEFAULT_STOP_TIMEOUT,
         }
     }
 }
@@ -153,7 +188,8 @@ impl RateLimiter {
     }
 }
 
-/// Runs `handler` over `deliveries` until the subscription ends or `shutdown` is cancelled.
+/// Runs `handler` over `deliveries` until the subscription ends, or until `shutdown` is
+/// cancelled and what was handed over is finished (at most `options.stop_timeout`).
 pub async fn run(
     mut deliveries: Deliveries,
     handler: Arc<dyn Handler>,
@@ -173,6 +209,11 @@ pub async fn run(
     // Keys with a handler running, and deliveries waiting for their key to be free.
     let mut busy_keys: HashSet<String> = HashSet::new();
     let mut waiting: HashMap<String, VecDeque<Delivery>> = HashMap::new();
+    // False once the subscription has handed over its last delivery: closed by the
+    // broker, or drained after a stop.
+    let mut intake_open = true;
+    // Set when the stop begins: when finishing what was handed over must be done by.
+    let mut stop_by: Option<Instant> = None;
 
     // Starts a handler task for `delivery`. The rate limit is waited for inside the task,
     // so a slow limit holds up that task only, never the loop (which must go on noticing
@@ -193,24 +234,46 @@ pub async fn run(
         });
     };
 
-    loop {
+    // Running handlers are always empty when nothing waits: a waiting delivery starts
+    // when its key's running handler finishes.
+    while intake_open || !running.is_empty() {
+        // The stop's deadline, or never before the stop.
+        let deadline = async {
+            match stop_by {
+                Some(deadline) => tokio::time::sleep_until(deadline).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
-            // `biased` polls the arms in the order written instead of at random. Shutdown
-            // comes first, so once it is cancelled no new handler starts even while
-            // deliveries are ready; finished handlers come before new deliveries, so a
-            // freed slot and a freed key are accounted for before the next delivery is
-            // taken.
+            // `biased` polls the arms in the order written instead of at random: the stop
+            // and its deadline first; finished handlers before new deliveries, so a freed
+            // slot and a freed key are accounted for before the next delivery is taken.
             biased;
 
-            // Stop taking work. What happens to the rest is below the loop.
-            () = shutdown.cancelled() => break,
+            // The stop begins: the backend takes nothing more from the broker; what it
+            // took already still comes through `deliveries`, then it ends.
+            () = shutdown.cancelled(), if stop_by.is_none() => {
+                deliveries.stop_intake();
+                stop_by = Some(Instant::now() + options.stop_timeout);
+            }
+
+            // Finishing took too long: give up on what is left (below the loop).
+            () = deadline => {
+                tracing::warn!(
+                    running = running.len(),
+                    waiting = waiting.values().map(VecDeque::len).sum::<usize>(),
+                    timeout = ?options.stop_timeout,
+                    "graceful stop timed out: the unfinished messages will be delivered again"
+                );
+                break;
+            }
 
             // A handler finished (the guard keeps this arm out of the race when nothing
             // runs: `join_next` on an empty set would return `None` at once).
             Some(finished) = running.join_next(), if !running.is_empty() => {
                 // Every task returns its key: a handler's panic is caught inside the task
                 // (see `handle_one`). An `Err` would be a task aborted, which this loop
-                // never does.
+                // only does after it.
                 let Ok(key) = finished else { continue };
                 match waiting.get_mut(&key).and_then(VecDeque::pop_front) {
                     // The key stays busy: its next waiting message starts now, in publish
@@ -228,9 +291,13 @@ pub async fn run(
             // full loop leaves deliveries in the channel, and the broker's prefetch then
             // stops sending more (back-pressure all the way up). `next` is cancel-safe: when
             // another arm wins, no delivery is lost.
-            delivery = deliveries.next(), if running.len() < options.concurrency => {
-                // `None`: the subscription ended (the broker handle was closed).
-                let Some(delivery) = delivery else { break };
+            delivery = deliveries.next(), if intake_open && running.len() < options.concurrency => {
+                // `None`: the subscription has nothing more to hand over (the broker
+                // handle was closed, or the stop drained it).
+                let Some(delivery) = delivery else {
+                    intake_open = false;
+                    continue;
+                };
                 let key = &delivery.envelope().key;
                 if busy_keys.contains(key) {
                     // Per-key order: a handler of this key is running, so this one waits
@@ -243,16 +310,12 @@ pub async fn run(
             }
         }
     }
-    // Deliveries not started are dropped unsettled, so the broker hands them out again
-    // (to this service's next start, or to another consumer of the group now).
+    // Only after a timed-out stop is anything left here. Cancelled handlers drop their
+    // deliveries unsettled, as do the waiting ones, so the broker hands them out again.
+    running.shutdown().await;
     drop(waiting);
-    // Graceful stop: the running handlers finish and settle what they hold before `run`
-    // returns, so a stop costs no redelivery of work already done. The subscription stays
-    // open meanwhile — nothing new is taken from it — because its acks travel on it: closed
-    // first, the broker would put the running messages back for another consumer of the
-    // group while they are still being handled here, and their acks would then fail.
-    while running.join_next().await.is_some() {}
-    // Only now let go of the subscription: what it still buffers goes back to the group.
+    // Only now let go of the subscription: its acks travelled on it until here; what it
+    // still holds goes back to the group.
     drop(deliveries);
 }
 
@@ -279,6 +342,33 @@ async fn handle_one(
                 return;
             }
         };
+        // Poison by crash: counted only for a delivery that may have been handed out
+        // before, and only where there is a database to count in.
+        let counted = match (&options.counters, delivery.redelivered()) {
+            (Some(db), true) => Some((db, delivery.group().to_owned(), envelope.id.to_string())),
+            _ => None,
+        };
+        if let Some((db, group, message_id)) = &counted {
+            match crashes::record_start(db, group, message_id).await {
+                Ok(times) if options.crashes.is_poison(times) => {
+                    let reason = options.crashes.reason(times);
+                    tracing::error!(%reason, "dead-lettering");
+                    // Forgotten only once it is on the dead-letter queue: if that failed,
+                    // the message comes again and is still recognised.
+                    if dead_letter(delivery, &reason, options, stats).await {
+                        forget_crashes(db, group, message_id).await;
+                    }
+                    return;
+                }
+                Ok(_) => {}
+                // The handler runs anyway: a database hiccup must not stop the flow, at
+                // the price of this start going uncounted.
+                Err(error) => tracing::warn!(
+                    error = format!("{error:#}"),
+                    "could not record the start of a redelivered message"
+                ),
+            }
+        }
         // A panic becomes a failed attempt, as if the handler had returned
         // `HandlerError::Retry`: the delivery is retried and, its attempts used up,
         // dead-lettered with the panic message. Left to unwind, it would drop the delivery
@@ -286,10 +376,23 @@ async fn handle_one(
         // loop. `AssertUnwindSafe`: after a panic this function uses only `envelope`,
         // which the handler could only read; what the panic leaves in the handler's own
         // state is the handler's concern, as it is after any error it returns.
-        let handled = AssertUnwindSafe(handler.handle(event, &envelope))
-            .catch_unwind()
-            .await
-            .unwrap_or_else(|panic| Err(HandlerError::Retry(panicked(panic.as_ref()))));
+        let call = AssertUnwindSafe(handler.handle(event, &envelope)).catch_unwind();
+        // A hang becomes a failed attempt too: the call is dropped (cancelled) at the
+        // timeout. Only an await point can be cancelled; a handler stuck in blocking code
+        // holds its thread until the process is killed, which the crash count covers.
+        let handled = match tokio::time::timeout(options.handler_timeout, call).await {
+            Ok(returned) => returned
+                .unwrap_or_else(|panic| Err(HandlerError::Retry(panicked(panic.as_ref())))),
+            Err(_) => Err(HandlerError::Retry(anyhow::anyhow!(
+                "the handler did not finish within {:?} (ORDERFLOW_HANDLER_TIMEOUT)",
+                options.handler_timeout
+            ))),
+        };
+        // It came back: whatever it returned, this start did not crash the consumer.
+        // Forgotten before settling, so a crash between the two costs no count.
+        if let Some((db, group, message_id)) = &counted {
+            forget_crashes(db, group, message_id).await;
+        }
         match handled {
             Ok(outcome) => {
                 match outcome {
@@ -339,18 +442,34 @@ fn panicked(panic: &(dyn std::any::Any + Send)) -> anyhow::Error {
     anyhow::anyhow!("the handler panicked: {message}")
 }
 
+/// Dead-letters `delivery`; false if that failed (the broker then delivers it again).
 async fn dead_letter(
     delivery: Delivery,
     reason: &str,
     options: &ConsumerOptions,
     stats: &ConsumerStats,
-) {
+) -> bool {
     match delivery.dead_letter(reason).await {
         Ok(()) => {
             stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
             bump(options, counters::DEAD_LETTERED).await;
+            true
         }
-        Err(error) => tracing::warn!(%error, "dead-lettering failed; the broker will redeliver"),
+        Err(error) => {
+            tracing::warn!(%error, "dead-lettering failed; the broker will redeliver");
+            false
+        }
+    }
+}
+
+async fn forget_crashes(db: &Db, group: &str, message_id: &str) {
+    if let Err(error) = crashes::forget(db, group, message_id).await {
+        // A row left behind only makes a later redelivery of this id look closer to the
+        // limit than it is.
+        tracing::warn!(
+            error = format!("{error:#}"),
+            "could not clear a crash count"
+        );
     }
 }
 
