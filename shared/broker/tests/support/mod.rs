@@ -1,14 +1,14 @@
 //! Test support for the contract suite: connecting to each backend, unique names,
 //! collecting deliveries with a deadline, and staging outages (a cut RabbitMQ connection,
-//! a killed and restarted Kafka-protocol broker).
+//! a killed and restarted Kafka-protocol broker), and broker nodes of a test's own to kill
+//! (`nodes.rs`).
 
-use std::{
-    net::TcpListener,
-    path::PathBuf,
-    process::{Child, Command, Stdio},
-    sync::Arc,
-    time::Duration,
-};
+// Each test binary (contract.rs, durability.rs) uses its own part of this module.
+#![allow(dead_code)]
+
+pub mod nodes;
+
+use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use orderflow_broker::{Broker, Deliveries, Envelope};
@@ -110,81 +110,25 @@ impl Outage for RabbitOutage {
 /// Kafka: a tansu of this test's own, storing to SQLite so that its data survives being
 /// killed with SIGKILL and started again on the same port.
 struct TansuOutage {
-    binary: PathBuf,
-    data_dir: PathBuf,
-    port: u16,
-    process: Option<Child>,
+    node: orderflow_nodes::TansuNode,
     broker: Arc<dyn Broker>,
 }
 
 impl TansuOutage {
     async fn start() -> Self {
-        let binary = PathBuf::from(
-            testenv::require(
-                "ORDERFLOW_TANSU_BIN",
-                "the tansu binary (to kill and restart a broker)",
-            )
-            .expect("ORDERFLOW_TANSU_BIN is needed to stage a Kafka broker outage"),
-        );
-        let data_dir =
-            std::env::temp_dir().join(format!("orderflow-tansu-{}", uuid::Uuid::now_v7().simple()));
-        std::fs::create_dir_all(&data_dir).unwrap();
-        let port = free_port();
-        let mut outage = TansuOutage {
-            binary,
-            data_dir,
-            port,
-            process: None,
-            broker: Arc::new(
-                orderflow_broker::memory::MemoryBroker::from_url("memory://unused").unwrap(),
-            ),
-        };
-        outage.spawn().await;
-        outage.broker = orderflow_broker::connect(&format!("kafka://127.0.0.1:{port}"))
+        let binary = testenv::require(
+            "ORDERFLOW_TANSU_BIN",
+            "the tansu binary (to kill and restart a broker)",
+        )
+        .expect("ORDERFLOW_TANSU_BIN is needed to stage a Kafka broker outage");
+        let node =
+            orderflow_nodes::TansuNode::start(std::path::Path::new(&binary), &std::env::temp_dir())
+                .await
+                .unwrap_or_else(|error| panic!("starting the test's own tansu: {error:#}"));
+        let broker = orderflow_broker::connect(&node.kafka_url())
             .await
             .expect("connect to the test's own tansu");
-        outage
-    }
-
-    async fn spawn(&mut self) {
-        let listener = format!("tcp://127.0.0.1:{}", self.port);
-        // tansu reads `sqlite://tansu.db` relative to its working directory (an absolute
-        // `sqlite:///tmp/…` loses its leading slash), so it runs inside the data directory.
-        let storage = "sqlite://tansu.db".to_owned();
-        let log = std::fs::File::create(self.data_dir.join("tansu.log")).unwrap();
-        let child = Command::new(&self.binary)
-            .args(["broker", "--storage-engine", &storage])
-            .args([
-                "--listener-url",
-                &listener,
-                "--advertised-listener-url",
-                &listener,
-            ])
-            .current_dir(&self.data_dir)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start tansu");
-        self.process = Some(child);
-        let address = format!("127.0.0.1:{}", self.port);
-        orderflow_kit::wait::until(
-            "tansu to listen",
-            Duration::from_secs(30),
-            Duration::from_millis(50),
-            || {
-                let address = address.clone();
-                async move { tokio::net::TcpStream::connect(address).await.ok().map(drop) }
-            },
-        )
-        .await
-        .unwrap();
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.process.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        TansuOutage { node, broker }
     }
 }
 
@@ -195,33 +139,17 @@ impl Outage for TansuOutage {
     }
 
     async fn begin(&mut self) {
-        self.kill();
+        self.node.kill9().await.expect("kill -9 of tansu");
     }
 
     async fn end(&mut self) {
-        self.spawn().await;
+        self.node.restart().await.expect("restarting tansu");
     }
 
     async fn finish(&mut self) {
         let _ = self.broker.close().await;
-        self.kill();
-        let _ = std::fs::remove_dir_all(&self.data_dir);
+        // Dropping the node kills tansu and removes its directory.
     }
-}
-
-impl Drop for TansuOutage {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// A loopback port nothing listens on right now.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A name no other test (or earlier run) uses: `prefix-<uuid>`.
