@@ -5,15 +5,17 @@
 //! cargo run --release -- bench broker --broker URL    # abstraction vs raw client, msg/s
 //! orderflow place --url URL --orders N [--rate R]     # orders into running services
 //! orderflow reconcile [--wait-for N --deadline S] [--json]   # check running services
+//! orderflow chaos <scenario> [--broker rabbitmq|kafka|memory] [--orders N] [--json]   # the fault suite
 //! ```
 //!
 //! `demo` and `reconcile` exit with status 1 when anything is missing or doubled (and
 //! `reconcile --wait-for N` when fewer than N orders settled before the deadline); `place`
-//! when an order could not be placed.
+//! when an order could not be placed; `chaos` when its ledger shows anything lost or
+//! doubled (or dead letters that are not exactly the poison it published).
 
 use std::time::Duration;
 
-use orderflow::{bench, demo, place, reconcile};
+use orderflow::{bench, chaos, demo, place, reconcile};
 
 use clap::{Parser, Subcommand};
 
@@ -47,6 +49,10 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Runs one fault scenario on a broker node and services of its own and prints the
+    /// ledger: sent, accepted, settled, lost, doubled, duplicates absorbed, dead letters,
+    /// time to recover.
+    Chaos(chaos::Args),
     /// Measures throughput.
     Bench {
         #[command(subcommand)]
@@ -79,6 +85,7 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
     let cli = Cli::parse();
     orderflow_kit::telemetry::init_with_default(match cli.command {
         Command::Bench { .. } => "info",
+        Command::Chaos(_) => "error",
         _ => "warn",
     });
     let exact = |exact: bool| {
@@ -90,6 +97,7 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
     };
     match cli.command {
         Command::Demo(args) => demo::run(args).await.map(exact),
+        Command::Chaos(args) => chaos::run_cli(args).await.map(exact),
         Command::Place(args) => place::run(args)
             .await
             .map(|()| std::process::ExitCode::SUCCESS),
