@@ -91,6 +91,8 @@ fn service_config(name: &str, broker_url: &str, database_url: String) -> Service
         http_addr: "127.0.0.1:0".parse().expect("a literal address"),
         concurrency: 16,
         max_attempts: 5,
+        publish_timeout: orderflow_kit::config::DEFAULT_PUBLISH_TIMEOUT,
+        retention: orderflow_kit::config::DEFAULT_RETENTION,
     }
 }
 

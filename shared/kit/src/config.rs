@@ -11,10 +11,61 @@
 //! | `ORDERFLOW_CONSUMER_CONCURRENCY` | handlers running at once per consumer | `16` |
 //! | `ORDERFLOW_MAX_ATTEMPTS` | deliveries before a message is dead-lettered | `5` |
 //! | `ORDERFLOW_LOG_FORMAT` | `pretty` or `json` | `pretty` |
+//! | `ORDERFLOW_PUBLISH_TIMEOUT` | how long the outbox relay waits for the broker's confirms before it tries the rows again | `5s` |
+//! | `ORDERFLOW_RETENTION` | how long sent outbox rows and processed message ids are kept; must outlast the longest time a duplicate can still arrive, or a very late one is applied again | `7d` |
+//!
+//! Durations are a whole number and a unit: `500ms`, `5s`, `10m`, `2h`, `7d`
+//! ([`DurationSetting`]).
 //!
 //! Services add their own (`ORDERFLOW_PAYMENT_FAILURE_RATE`, …) through [`env_or`].
 
-use std::{fmt::Display, net::SocketAddr, str::FromStr};
+use std::{fmt::Display, net::SocketAddr, str::FromStr, time::Duration};
+
+/// The outbox relay's wait for confirms unless `ORDERFLOW_PUBLISH_TIMEOUT` says otherwise:
+/// a confirmed batch takes milliseconds, so this only bounds a broker that stopped
+/// answering. The relay lease lasts twice this.
+pub const DEFAULT_PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long sent outbox rows and processed ids are kept unless `ORDERFLOW_RETENTION` says
+/// otherwise: a week outlasts any redelivery orderflow's brokers make.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3_600);
+
+/// A duration setting: a whole number and a unit (`ms`, `s`, `m`, `h`, `d`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DurationSetting(pub Duration);
+
+impl FromStr for DurationSetting {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let text = text.trim();
+        let split = text
+            .find(|character: char| !character.is_ascii_digit())
+            .unwrap_or(text.len());
+        let (number, unit) = text.split_at(split);
+        let number: u64 = number
+            .parse()
+            .map_err(|_| "a whole number and a unit, like 500ms, 5s, 10m, 2h or 7d".to_owned())?;
+        let unit_ms: u64 = match unit.trim() {
+            "ms" => 1,
+            "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            other => return Err(format!("unknown unit `{other}` (ms, s, m, h or d)")),
+        };
+        number
+            .checked_mul(unit_ms)
+            .map(|ms| DurationSetting(Duration::from_millis(ms)))
+            .ok_or_else(|| "too long".to_owned())
+    }
+}
+
+impl Display for DurationSetting {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(formatter, "{}ms", self.0.as_millis())
+    }
+}
 
 /// A setting that could not be read; names the variable, the value and why.
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +140,10 @@ pub struct ServiceConfig {
     pub concurrency: usize,
     /// `ORDERFLOW_MAX_ATTEMPTS`.
     pub max_attempts: u32,
+    /// `ORDERFLOW_PUBLISH_TIMEOUT`.
+    pub publish_timeout: Duration,
+    /// `ORDERFLOW_RETENTION`.
+    pub retention: Duration,
 }
 
 impl ServiceConfig {
@@ -113,6 +168,11 @@ impl ServiceConfig {
         )?;
         let concurrency = env_or("ORDERFLOW_CONSUMER_CONCURRENCY", 16usize)?;
         let max_attempts = env_or("ORDERFLOW_MAX_ATTEMPTS", 5u32)?;
+        let publish_timeout = env_or(
+            "ORDERFLOW_PUBLISH_TIMEOUT",
+            DurationSetting(DEFAULT_PUBLISH_TIMEOUT),
+        )?;
+        let retention = env_or("ORDERFLOW_RETENTION", DurationSetting(DEFAULT_RETENTION))?;
         Ok(ServiceConfig {
             name: name.to_owned(),
             broker_url,
@@ -133,6 +193,20 @@ impl ServiceConfig {
                 max_attempts >= 1,
                 "must be at least 1",
             )?,
+            publish_timeout: ensure(
+                "ORDERFLOW_PUBLISH_TIMEOUT",
+                publish_timeout,
+                !publish_timeout.0.is_zero(),
+                "must be longer than 0",
+            )?
+            .0,
+            retention: ensure(
+                "ORDERFLOW_RETENTION",
+                retention,
+                !retention.0.is_zero(),
+                "must be longer than 0",
+            )?
+            .0,
         })
     }
 }
@@ -153,5 +227,15 @@ mod tests {
             "{error}"
         );
         assert_eq!(env_or("ORDERFLOW_TEST_UNSET", 7u32).unwrap(), 7);
+    }
+
+    #[test]
+    fn durations_are_a_number_and_a_unit() {
+        let parse = |text: &str| text.parse::<DurationSetting>().map(|setting| setting.0);
+        assert_eq!(parse("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse("7d"), Ok(DEFAULT_RETENTION));
+        assert!(parse("7").unwrap_err().contains("unknown unit"));
+        assert!(parse("soon").unwrap_err().contains("whole number"));
     }
 }

@@ -42,3 +42,28 @@ pub async fn claim(
     .rows_affected();
     Ok(inserted == 1)
 }
+
+/// Deletes processed message ids recorded before `cutoff` (a time in the stored format,
+/// see [`crate::outbox::prune`]), in short chunks; returns how many. After this a copy of
+/// one of those messages is no longer recognised: the retention window must outlast the
+/// longest time a duplicate can still arrive.
+pub async fn prune(db: &Db, cutoff: &str) -> anyhow::Result<u64> {
+    let chunk = crate::outbox::PRUNE_CHUNK;
+    let mut pruned = 0;
+    loop {
+        let deleted = sqlx::query(&db.sql(
+            "DELETE FROM processed_messages WHERE message_id IN (
+                 SELECT message_id FROM processed_messages WHERE processed_at < $1
+                 ORDER BY message_id LIMIT $2)",
+        ))
+        .bind(cutoff)
+        .bind(chunk)
+        .execute(db.pool())
+        .await?
+        .rows_affected();
+        pruned += deleted;
+        if deleted < chunk as u64 {
+            return Ok(pruned);
+        }
+    }
+}

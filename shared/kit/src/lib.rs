@@ -10,7 +10,8 @@
 //! | [`shutdown`] | Ctrl-C / SIGTERM turned into a cancellation token |
 //! | [`db`] | a connection pool to PostgreSQL or SQLite with one SQL dialect shim; `sqlx::migrate!` sets from each crate's `migrations/{postgres,sqlite}` |
 //! | [`idempotency`] | "this message id was processed" in the same transaction as the effect |
-//! | [`outbox`] | events written in the business transaction, published by a relay after commit |
+//! | [`outbox`] | events written in the business transaction, published by a relay after commit (one replica at a time, by lease); sent rows and processed ids pruned after the retention window |
+//! | [`failpoints`] | named fault-injection points for the chaos suite, compiled in only with the `failpoints` feature, switched on by `FAILPOINTS` |
 //! | [`consumer`] | the consumer loop: bounded concurrency, per-key order, rate limit, retry with backoff, dead letters |
 //! | [`retry`] | the retry policy (exponential backoff, cap, jitter) and retrying a start-up step until a deadline |
 //! | [`http`] | JSON errors, the [`http::JsonBody`] extractor (refusals name the field), `/healthz` and `/readyz` (not ready while the database or broker is down), serving a router with a span per request |
@@ -21,6 +22,7 @@
 pub mod config;
 pub mod consumer;
 pub mod db;
+pub mod failpoints;
 pub mod http;
 pub mod idempotency;
 pub mod outbox;

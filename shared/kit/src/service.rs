@@ -27,7 +27,7 @@ use crate::{
     consumer::{self, ConsumerOptions, ConsumerStats, Handler},
     db::{Db, Migrations},
     http::{self, Readiness},
-    outbox::Relay,
+    outbox::{Relay, RelaySettings},
     retry::{retry_start_up_step, RetryPolicy},
 };
 
@@ -99,6 +99,7 @@ impl Service {
     /// Connects the database (migrating it) and the broker, and binds the HTTP port.
     /// The broker is retried for up to 60 s: in a compose stack it may start later.
     pub async fn start(config: ServiceConfig, migrations: &Migrations) -> anyhow::Result<Service> {
+        crate::failpoints::configure_from_env()?;
         let listener = http::bind(config.http_addr).await?;
         let db = Db::connect(&config.database_url).await?;
         db.migrate(migrations).await?;
@@ -108,7 +109,14 @@ impl Service {
             })
             .await?;
         declare_topology(&config.name, broker.as_ref()).await?;
-        let relay = Relay::new(db.clone(), broker.clone());
+        let relay = Relay::new(
+            db.clone(),
+            broker.clone(),
+            RelaySettings {
+                publish_timeout: config.publish_timeout,
+                retention: config.retention,
+            },
+        );
         Ok(Service {
             config,
             db,

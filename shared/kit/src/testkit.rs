@@ -72,6 +72,8 @@ pub fn prepare(service: &str, store: Store) -> Prepared {
             http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             concurrency: 8,
             max_attempts: 3,
+            publish_timeout: crate::config::DEFAULT_PUBLISH_TIMEOUT,
+            retention: crate::config::DEFAULT_RETENTION,
         },
         scratch,
         postgres,

@@ -8,3 +8,4 @@ mod helpers;
 mod orders;
 mod payment_outcomes;
 mod refusals;
+mod relay;
