@@ -55,6 +55,9 @@ struct DemoOutput<'a> {
     /// What the embedded broker injected (memory:// with --inject only).
     #[serde(skip_serializing_if = "Option::is_none")]
     faults_injected: Option<FaultsInjected>,
+    /// Orders the demo asked for (`--orders`); `placed` must equal it.
+    orders_requested: usize,
+    /// Exact, and as many orders stored as requested: what the exit status says.
     exact: bool,
 }
 
@@ -67,7 +70,8 @@ struct FaultsInjected {
     delayed: u64,
 }
 
-/// Runs the demo; `Ok(false)` when the reconciliation is not exact.
+/// Runs the demo; `Ok(false)` when the reconciliation is not exact (anything missing,
+/// doubled or orphaned) or the orders stored are not the orders requested.
 pub async fn run(args: Args) -> anyhow::Result<bool> {
     anyhow::ensure!(args.orders > 0, "--orders must be at least 1");
     let broker = broker_url(&args.broker, args.inject.as_deref())?;
@@ -112,6 +116,8 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
     stack.stop().await?;
 
     let orders_per_s = args.orders as f64 / elapsed.as_secs_f64();
+    let as_requested = report.placed as usize == args.orders;
+    let exact = report.is_exact() && as_requested;
     if args.json {
         let output = DemoOutput {
             report: &report,
@@ -119,7 +125,8 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
             orders_per_s: (orders_per_s * 10.0).round() / 10.0,
             place_ms,
             faults_injected,
-            exact: report.is_exact(),
+            orders_requested: args.orders,
+            exact,
         };
         println!("{}", serde_json::to_string(&output)?);
     } else {
@@ -136,8 +143,14 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
             );
         }
         print!("{}", report.render());
+        if !as_requested {
+            println!(
+                "  NOT AS REQUESTED: {} orders stored, {} requested",
+                report.placed, args.orders
+            );
+        }
     }
-    Ok(report.is_exact())
+    Ok(exact)
 }
 
 /// Adds `--inject` faults to a memory:// URL (and refuses them for real brokers).

@@ -8,10 +8,13 @@
 //! orderflow chaos <scenario> [--broker rabbitmq|kafka|memory] [--orders N] [--json]   # the fault suite
 //! ```
 //!
-//! `demo` and `reconcile` exit with status 1 when anything is missing or doubled (and
-//! `reconcile --wait-for N` when fewer than N orders settled before the deadline); `place`
-//! when an order could not be placed; `chaos` when its ledger shows anything lost or
-//! doubled (or dead letters that are not exactly the poison it published).
+//! `demo` and `reconcile` exit with status 1 when anything is missing, doubled or orphaned
+//! (an effect for an order the order service does not have), and when the orders stored
+//! are not the orders asked for: `demo` stores exactly `--orders`, `reconcile --wait-for N`
+//! expects exactly N (fewer settled before the deadline fails, and so do more — orders
+//! nobody asked for). `place` exits with 1 when an order could not be placed; `chaos` when
+//! its ledger shows anything lost or doubled (or dead letters that are not exactly the
+//! poison it published).
 
 use std::time::Duration;
 
@@ -123,7 +126,7 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
 }
 
 /// `orderflow reconcile`: one reconciliation now, or (`--wait-for N`) the first one in which
-/// N orders have settled. `Ok(false)` when not exact, or when fewer than N are stored.
+/// N orders have settled. `Ok(false)` when not exact, or when other than N are stored.
 async fn reconcile_running(
     wait_for: Option<usize>,
     deadline: Duration,
@@ -144,7 +147,7 @@ async fn reconcile_running(
             reconcile::wait_until_settled(&client, &endpoints, &settle).await?
         }
     };
-    let enough = wait_for.is_none_or(|orders| report.placed as usize >= orders);
+    let as_expected = wait_for.is_none_or(|orders| report.placed as usize == orders);
     if json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
@@ -154,14 +157,19 @@ async fn reconcile_running(
         );
         print!("{}", report.render());
     }
-    if !enough && !json {
+    if !as_expected && !json {
+        let waited_for = wait_for.unwrap_or_default();
+        let verdict = if (report.placed as usize) < waited_for {
+            "NOT ENOUGH"
+        } else {
+            "TOO MANY"
+        };
         println!(
-            "  NOT ENOUGH: {} orders stored, {} waited for",
-            report.placed,
-            wait_for.unwrap_or_default()
+            "  {verdict}: {} orders stored, {waited_for} waited for",
+            report.placed
         );
     }
-    Ok(enough && report.is_exact())
+    Ok(as_expected && report.is_exact())
 }
 
 async fn bench_broker(

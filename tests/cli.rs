@@ -11,8 +11,12 @@ use orderflow::{
 };
 
 async fn stack() -> InProcessStack {
+    stack_on(&format!("memory://cli-{}", uuid::Uuid::now_v7().simple())).await
+}
+
+async fn stack_on(broker_url: &str) -> InProcessStack {
     InProcessStack::start(StackOptions {
-        broker_url: format!("memory://cli-{}", uuid::Uuid::now_v7().simple()),
+        broker_url: broker_url.to_owned(),
         postgres: None,
     })
     .await
@@ -172,5 +176,116 @@ async fn place_rate_paces_the_orders() {
     let placed = json(&placed);
     assert_eq!(placed["placed"], 11);
     assert!(placed["seconds"].as_f64().unwrap() >= 0.5, "{placed}");
+    stack.stop().await.expect("graceful stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reconcile_wait_for_fails_when_more_orders_are_stored_than_waited_for() {
+    let stack = stack().await;
+    let endpoints = stack.endpoints();
+    let placed = orderflow(
+        &endpoints,
+        &["place", "--url", &endpoints.order, "--orders", "6"],
+    )
+    .await;
+    assert!(placed.status.success());
+    let reconciled = orderflow(
+        &endpoints,
+        &[
+            "reconcile",
+            "--wait-for",
+            "5",
+            "--deadline",
+            "120",
+            "--json",
+        ],
+    )
+    .await;
+    let report = json(&reconciled);
+    assert_eq!(report["placed"], 6, "{report}");
+    assert!(
+        !reconciled.status.success(),
+        "5 orders waited for, 6 stored: someone placed orders nobody asked for: {report}"
+    );
+    stack.stop().await.expect("graceful stop");
+}
+
+/// What the issue saw after a client published straight to the exchange: effects for an
+/// order the order service never stored. `reconcile` must count them and fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reconcile_fails_on_effects_for_an_order_nobody_placed() {
+    use orderflow_events::{
+        domain::{Phone, TotalCents, UserId},
+        Event, PaymentSucceeded,
+    };
+
+    let broker_url = format!("memory://cli-{}", uuid::Uuid::now_v7().simple());
+    let stack = stack_on(&broker_url).await;
+    let endpoints = stack.endpoints();
+    let placed = orderflow(
+        &endpoints,
+        &["place", "--url", &endpoints.order, "--orders", "3"],
+    )
+    .await;
+    assert!(placed.status.success());
+
+    let stranger = uuid::Uuid::now_v7();
+    let broker = orderflow_broker::connect(&broker_url)
+        .await
+        .expect("the stack's broker");
+    broker
+        .publish(
+            Event::PaymentSucceeded(PaymentSucceeded {
+                order_id: stranger,
+                payment_id: uuid::Uuid::now_v7(),
+                user_id: UserId::parse(7).unwrap(),
+                phone: Phone::parse("+8613800138000").unwrap(),
+                amount_cents: TotalCents::parse(5_000).unwrap(),
+                paid_at: chrono::Utc::now(),
+            })
+            .to_envelope(),
+        )
+        .await
+        .expect("published straight to the broker");
+    // Until the SMS service has texted about it (then points and logging have had it too,
+    // or will: reconcile --wait-for waits for the outboxes to empty).
+    let client = reqwest::Client::new();
+    let sms = format!("{}/sms?order_id={stranger}", endpoints.sms);
+    orderflow_kit::wait::until(
+        "the SMS service to text about the stranger's order",
+        Duration::from_secs(60),
+        Duration::from_millis(50),
+        || {
+            let request = client.get(&sms).send();
+            async move {
+                let texts: serde_json::Value = request.await.ok()?.json().await.ok()?;
+                (texts.as_array().map(Vec::len) == Some(1)).then_some(())
+            }
+        },
+    )
+    .await
+    .expect("the SMS service handles the event");
+
+    let reconciled = orderflow(
+        &endpoints,
+        &[
+            "reconcile",
+            "--wait-for",
+            "3",
+            "--deadline",
+            "120",
+            "--json",
+        ],
+    )
+    .await;
+    let report = json(&reconciled);
+    assert!(
+        !reconciled.status.success(),
+        "texts and points for an order nobody placed: not exact: {report}"
+    );
+    assert_eq!(report["orphans"]["sms"], 1, "{report}");
+    assert_eq!(report["orphans"]["points"], 1, "{report}");
+    assert_eq!(report["placed"], 3, "{report}");
+    broker.close().await.expect("closed");
     stack.stop().await.expect("graceful stop");
 }

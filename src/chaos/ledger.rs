@@ -7,14 +7,14 @@
 //! | accepted | orders the order API answered with an order id (retries under one `Idempotency-Key` count once) |
 //! | settled | stored orders in an end state (`paid` or `payment_failed`) |
 //! | lost | accepted orders the order service does not store, plus every expected effect that is absent (no end state, no payment, no points, no SMS, an event not logged) |
-//! | doubled | effects beyond the one expected, per the reconciliation — which counts the gateways' own per-order counts where the services report them |
-//! | orphans | effects for orders the order service does not have (where the services report them) |
+//! | doubled | effects beyond the one expected, per the reconciliation — a second charge or text counted in the payment and SMS gateways' own books, more points than the rule gives, an event logged twice |
+//! | orphans | effects for orders the order service does not have |
 //! | duplicates absorbed | redeliveries the idempotent consumers recognised and acked without an effect |
 //! | redeliveries | deliveries the services saw again (attempt > 1) — `null` / "not counted" while the services' reconcile answer (`orderflow_kit::service::CommonReport`) has no such counter; the duplicates absorbed are the redeliveries of work already done |
 //! | dead letters | messages the services dead-lettered; with poison in the stream it must equal the poison deliveries exactly |
 //! | time to recover | from the end of the fault until every accepted order had settled with every effect |
 //!
-//! A run *passes* when lost and doubled are zero and the dead letters are exactly the
+//! A run *passes* when lost, doubled and orphans are zero and the dead letters are exactly the
 //! poison the suite published (each poison message is one dead letter per group that
 //! receives its topic).
 
@@ -65,7 +65,7 @@ pub struct Ledger {
     pub missing_by_stage: BTreeMap<String, u64>,
     /// Doubled effects per stage.
     pub doubled_by_stage: BTreeMap<String, u64>,
-    /// lost = 0, doubled = 0 and dead letters = expected.
+    /// lost = 0, doubled = 0, orphans = 0 and dead letters = expected.
     pub passed: bool,
     /// Where the run's logs were kept (failed runs only).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -113,10 +113,13 @@ impl Ledger {
                 .collect::<BTreeMap<_, _>>()
         };
         let lost = accepted_not_stored + report.missing_total();
-        let doubled = report.doubled.values().sum::<u64>();
-        let orphans = 0;
+        let doubled = report.doubled_total();
+        let orphans = report.orphans_total();
         let dead_letters = report.dead_lettered;
-        let passed = lost == 0 && doubled == 0 && dead_letters == observed.dead_letters_expected;
+        let passed = lost == 0
+            && doubled == 0
+            && orphans == 0
+            && dead_letters == observed.dead_letters_expected;
         Ledger {
             scenario: observed.scenario,
             backend: observed.backend,

@@ -1,7 +1,14 @@
 //! The five services' own reports (`GET /internal/reconcile`), read side by side.
 //!
-//! The rows are the services' own `store::ReconcileRow` types, deserialized from the JSON
-//! the same types were serialized to, and the counters are the kit's `CommonReport`.
+//! The rows are the services' own `store::ReconcileRow` types (and the two gateways' own
+//! per-order counts, `ChargesMade` and `TextsDispatched`), deserialized from the JSON the
+//! same types were serialized to, and the counters are the kit's `CommonReport`.
+//!
+//! The order service is asked *last*, after the other four answered. Every effect is
+//! caused by an order committed before it, so every effect the other four reported belongs
+//! to an order the order service's answer holds — unless nobody placed it. Asked at the
+//! same time, an order placed in between could have its payment read before the order
+//! itself, and look like an orphan for one round.
 
 use std::collections::BTreeMap;
 
@@ -48,10 +55,14 @@ pub struct Snapshot {
     pub orders: Vec<orderflow_order::store::ReconcileRow>,
     /// From the payment service.
     pub payments: Vec<orderflow_payment::store::ReconcileRow>,
+    /// From the payment gateway's own books: charges made per order.
+    pub charges: Vec<orderflow_payment::gateway::ChargesMade>,
     /// From the points service.
     pub ledger: Vec<orderflow_points::store::ReconcileRow>,
     /// From the SMS service.
     pub messages: Vec<orderflow_sms::store::ReconcileRow>,
+    /// From the SMS gateway's own books: texts dispatched per order.
+    pub texts: Vec<orderflow_sms::gateway::TextsDispatched>,
     /// From the logging service.
     pub events: Vec<orderflow_logging::store::ReconcileRow>,
     /// Each service's counters, by service name.
@@ -77,6 +88,7 @@ struct OrderAnswer {
 #[derive(Deserialize)]
 struct PaymentAnswer {
     payments: Vec<orderflow_payment::store::ReconcileRow>,
+    charges: Vec<orderflow_payment::gateway::ChargesMade>,
     common: CommonReport,
 }
 #[derive(Deserialize)]
@@ -87,6 +99,7 @@ struct PointsAnswer {
 #[derive(Deserialize)]
 struct SmsAnswer {
     messages: Vec<orderflow_sms::store::ReconcileRow>,
+    texts: Vec<orderflow_sms::gateway::TextsDispatched>,
     common: CommonReport,
 }
 #[derive(Deserialize)]
@@ -113,20 +126,23 @@ async fn get<T: for<'de> Deserialize<'de>>(
         .with_context(|| format!("reading {url}"))
 }
 
-/// Reads all five reports.
+/// Reads all five reports: the four downstream services at once, then the order service.
 pub async fn fetch(client: &reqwest::Client, endpoints: &Endpoints) -> anyhow::Result<Snapshot> {
-    let (order, payment, points, sms, logging) = tokio::try_join!(
-        get::<OrderAnswer>(client, &endpoints.order),
+    let (payment, points, sms, logging) = tokio::try_join!(
         get::<PaymentAnswer>(client, &endpoints.payment),
         get::<PointsAnswer>(client, &endpoints.points),
         get::<SmsAnswer>(client, &endpoints.sms),
         get::<LoggingAnswer>(client, &endpoints.logging),
     )?;
+    // Last: see the module doc (no effect can then be seen before its order).
+    let order = get::<OrderAnswer>(client, &endpoints.order).await?;
     Ok(Snapshot {
         orders: order.orders,
         payments: payment.payments,
+        charges: payment.charges,
         ledger: points.ledger,
         messages: sms.messages,
+        texts: sms.texts,
         events: logging.events,
         common: BTreeMap::from([
             ("order".to_owned(), order.common),

@@ -1,5 +1,5 @@
 //! The five stages of an order's journey that reconciliation checks, and the tally of
-//! what is missing or doubled at each.
+//! what is missing, doubled or orphaned at each.
 
 use std::collections::BTreeMap;
 
@@ -43,11 +43,13 @@ impl Stage {
     }
 }
 
-/// Missing and doubled effects per stage, every stage present (a zero is a finding too).
+/// Missing, doubled and orphan effects per stage, every stage present (a zero is a
+/// finding too).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Tally {
     pub missing: BTreeMap<Stage, u64>,
     pub doubled: BTreeMap<Stage, u64>,
+    pub orphans: BTreeMap<Stage, u64>,
 }
 
 impl Default for Tally {
@@ -55,7 +57,8 @@ impl Default for Tally {
         let zero: BTreeMap<Stage, u64> = Stage::ALL.iter().map(|stage| (*stage, 0)).collect();
         Tally {
             missing: zero.clone(),
-            doubled: zero,
+            doubled: zero.clone(),
+            orphans: zero,
         }
     }
 }
@@ -69,6 +72,11 @@ impl Tally {
     /// `count` effects of `stage` happened beyond the one expected.
     pub fn double(&mut self, stage: Stage, count: u64) {
         *self.doubled.entry(stage).or_default() += count;
+    }
+
+    /// `count` effects of `stage` exist for an order the order service does not have.
+    pub fn orphan(&mut self, stage: Stage, count: u64) {
+        *self.orphans.entry(stage).or_default() += count;
     }
 
     /// "exactly one" of `stage`, given how many there are: none is missing, more doubled.

@@ -13,10 +13,12 @@
 //!   [`CARD_LIMIT_EXCEEDED`]; otherwise a hash of (seed, order id) mapped to `[0, 1)` below
 //!   [`GatewaySettings::failure_rate`] declines it with [`CARD_DECLINED`]. No RNG state, so a
 //!   redelivery, a restart or another replica decides the same;
-//! - **its own books**: the gateway records each request key once, in the table
-//!   `gateway_charges`, written outside the payment service's transaction, as an external
-//!   system would. [`Gateway::charges`] counts what it really charged — the number
-//!   `GET /internal/reconcile` reports and that must stay 1 per paid order.
+//! - **its own books**, written outside the payment service's transaction, as an external
+//!   system would: the key table `gateway_charges` (one row per idempotency key, the first
+//!   answer) and, apart from it, `gateway_charges_made`, one row appended per charge
+//!   actually made. [`Gateway::charges`] counts the latter, so a card charged twice shows
+//!   even when the key table holds one row (a forgotten key, a key that changed) — the
+//!   number `GET /internal/reconcile` reports and that must stay 1 per paid order.
 
 use std::time::Duration;
 
@@ -115,9 +117,13 @@ impl Gateway {
             Some(_) => ("failed", None),
         };
         let db = &self.db;
-        // Insert-or-keep, then read back: when two requests with one key race, both read the
-        // row that won, so both report the same payment id.
-        sqlx::query(&db.sql(
+        let decided_at = Utc::now().to_rfc3339();
+        // Insert-or-keep the key, and — only when it is new and the answer is a charge —
+        // record the charge, both in one transaction: a key is never kept without the
+        // charge it let through. On PostgreSQL a racing request with the same key waits on
+        // the key's row and then finds it taken; on SQLite the one connection serialises them.
+        let mut transaction = db.pool().begin().await?;
+        let first = sqlx::query(&db.sql(
             "INSERT INTO gateway_charges
                  (idempotency_key, order_id, amount_cents, outcome, reason, payment_id, decided_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7)
@@ -128,11 +134,33 @@ impl Gateway {
         .bind(amount_cents)
         .bind(outcome)
         .bind(declined)
-        .bind(payment_id)
-        .bind(Utc::now().to_rfc3339())
-        .execute(db.pool())
+        .bind(payment_id.clone())
+        .bind(&decided_at)
+        .execute(&mut *transaction)
         .await
-        .context("gateway: recording the charge")?;
+        .context("gateway: recording the request's key")?
+        .rows_affected()
+            == 1;
+        if let (true, Some(payment_id)) = (first, &payment_id) {
+            sqlx::query(&db.sql(
+                "INSERT INTO gateway_charges_made
+                     (order_id, idempotency_key, amount_cents, payment_id, charged_at)
+                 VALUES ($1, $2, $3, $4, $5)",
+            ))
+            .bind(order_id.to_string())
+            .bind(idempotency_key)
+            .bind(amount_cents)
+            .bind(payment_id.as_str())
+            .bind(&decided_at)
+            .execute(&mut *transaction)
+            .await
+            .context("gateway: recording the charge")?;
+        }
+        transaction
+            .commit()
+            .await
+            .context("gateway: committing the request")?;
+        // Read back: when two requests with one key race, both report the one that won.
         let row: StoredCharge = sqlx::query_as(&db.sql(
             "SELECT outcome, reason, payment_id, decided_at FROM gateway_charges
              WHERE idempotency_key = $1",
@@ -157,15 +185,38 @@ impl Gateway {
         })
     }
 
-    /// How many times the gateway charged `order_id` (declines are not charges).
+    /// How many times the gateway charged `order_id` (declines are not charges), from its
+    /// record of charges made — not from the key table, which holds one row per key.
     pub async fn charges(&self, order_id: Uuid) -> anyhow::Result<i64> {
-        Ok(sqlx::query_scalar(&self.db.sql(
-            "SELECT COUNT(*) FROM gateway_charges WHERE order_id = $1 AND outcome = 'succeeded'",
-        ))
+        Ok(sqlx::query_scalar(
+            &self
+                .db
+                .sql("SELECT COUNT(*) FROM gateway_charges_made WHERE order_id = $1"),
+        )
         .bind(order_id.to_string())
         .fetch_one(self.db.pool())
         .await?)
     }
+
+    /// Charges made per order, every order the gateway ever charged — for
+    /// `GET /internal/reconcile`.
+    pub async fn charges_made(db: &Db) -> anyhow::Result<Vec<ChargesMade>> {
+        Ok(sqlx::query_as(&db.sql(
+            "SELECT order_id, COUNT(*) AS charges FROM gateway_charges_made
+             GROUP BY order_id ORDER BY order_id",
+        ))
+        .fetch_all(db.pool())
+        .await?)
+    }
+}
+
+/// How many times the gateway charged one order, from its record of charges made.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, FromRow)]
+pub struct ChargesMade {
+    /// The order charged.
+    pub order_id: String,
+    /// Charges made (1 for a paid order; more is a card charged twice).
+    pub charges: i64,
 }
 
 /// The gateway's answer to one key as it keeps it, read back after every request.
@@ -279,6 +330,33 @@ mod tests {
             gateway.charges(big).await.unwrap(),
             0,
             "a decline is no charge"
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// A double charge must show in the gateway's count even though the key table holds one
+    /// row per key: real providers forget keys after a while (Stripe after 24 hours), and
+    /// a redelivery after that charges the card again.
+    #[tokio::test]
+    async fn a_charge_after_the_key_was_forgotten_counts_as_a_second_charge() {
+        let (gateway, dir) = gateway(settings(0.0, 1)).await;
+        let order = Uuid::now_v7();
+        let key = order.to_string();
+        gateway.charge(&key, order, 2_500).await.unwrap();
+        sqlx::query(
+            &gateway
+                .db
+                .sql("DELETE FROM gateway_charges WHERE idempotency_key = $1"),
+        )
+        .bind(&key)
+        .execute(gateway.db.pool())
+        .await
+        .unwrap();
+        gateway.charge(&key, order, 2_500).await.unwrap();
+        assert_eq!(
+            gateway.charges(order).await.unwrap(),
+            2,
+            "the card was charged twice"
         );
         let _ = std::fs::remove_dir_all(dir);
     }

@@ -3,7 +3,7 @@
 //! | route | answer |
 //! | --- | --- |
 //! | `GET /payments/{order_id}` | the order's payment and how often the gateway charged it; 404 if none yet |
-//! | `GET /internal/reconcile` | `{"payments": [{order_id, outcome, charges}], "common": {…}}` for `orderflow reconcile` |
+//! | `GET /internal/reconcile` | `{"payments": [{order_id, outcome}], "charges": [{order_id, charges}], "common": {…}}` for `orderflow reconcile`: the service's payments, and the gateway's charges made per order from its own books |
 
 use axum::{
     extract::{Path, State},
@@ -73,8 +73,19 @@ async fn get_payment(
     Ok(Json(PaymentView { payment, charges }))
 }
 
-/// `GET /internal/reconcile`: `{"payments": [...], "common": {...}}`.
+/// `GET /internal/reconcile`: `{"payments": [...], "charges": [...], "common": {...}}`.
+/// The charges are listed per order apart from the payments, so that a charge for an
+/// order with no payment row (or no order at all) is reported too.
 async fn reconcile(State(state): State<ApiState>) -> Result<Json<serde_json::Value>, ApiError> {
-    let rows = store::reconcile_rows(&state.db).await;
-    service::reconcile_answer(&state.db, &state.relay, "payments", rows).await
+    let internal = |error: anyhow::Error| ApiError::internal(format!("{error:#}"));
+    let charges = Gateway::charges_made(&state.db).await.map_err(internal)?;
+    let Json(mut answer) = service::reconcile_answer(
+        &state.db,
+        &state.relay,
+        "payments",
+        store::reconcile_rows(&state.db).await,
+    )
+    .await?;
+    answer["charges"] = serde_json::to_value(charges).map_err(|error| internal(error.into()))?;
+    Ok(Json(answer))
 }

@@ -11,17 +11,28 @@
 //! The consumer loop is paced to the same rate (`rate_per_s` in the consumer options), so
 //! in normal operation the gateway never refuses: the burst waits in the queue instead of
 //! bouncing off the gateway. The bucket is per process; scaled copies each have their own.
+//!
+//! **An idempotency key**, as real providers take one: the SMS service sends the order id,
+//! so a second request about one order — a redelivery handled while the first is still
+//! running, on this copy of the service or another — gets the first answer back and no
+//! second text goes out (see [`SmsGateway::send`]).
+//!
+//! **Its own books.** Every text the gateway dispatches is appended to `sms_gateway_texts`
+//! (in the SMS service's database, written outside the service's transaction, as another
+//! company's system would). That table is append-only and not unique per order, so a
+//! second text for one order is a second row: [`SmsGateway::dispatched`] is what
+//! `GET /internal/reconcile` reports, and reconciliation compares it with one per paid
+//! order.
 
-use std::{
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Mutex,
-    },
-    time::Duration,
-};
+use std::{sync::Mutex, time::Duration};
 
+use anyhow::Context;
 use chrono::{DateTime, Utc};
+use orderflow_kit::db::Db;
+use serde::{Deserialize, Serialize};
+use sqlx::FromRow;
 use tokio::time::Instant;
+use uuid::Uuid;
 
 /// How the fake gateway behaves.
 #[derive(Debug, Clone, PartialEq)]
@@ -50,6 +61,30 @@ pub enum GatewayError {
         /// The limit.
         rate_per_s: f64,
     },
+    /// The gateway could not answer (its books are unreachable); try again later, as
+    /// after a provider's HTTP 503.
+    #[error("SMS gateway unavailable: {detail}")]
+    Unavailable {
+        /// What failed.
+        detail: String,
+    },
+}
+
+impl GatewayError {
+    fn unavailable(error: anyhow::Error) -> Self {
+        GatewayError::Unavailable {
+            detail: format!("{error:#}"),
+        }
+    }
+}
+
+/// How many texts the gateway dispatched about one order, from its own books.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, FromRow)]
+pub struct TextsDispatched {
+    /// The order the texts were about.
+    pub order_id: String,
+    /// Texts dispatched (1 for a paid order; more is a customer texted twice).
+    pub texts: i64,
 }
 
 /// A token bucket: `capacity` tokens, refilled continuously at `rate` per second.
@@ -92,22 +127,36 @@ impl TokenBucket {
 pub struct SmsGateway {
     settings: SmsGatewaySettings,
     bucket: Mutex<TokenBucket>,
-    accepted: AtomicU64,
+    /// Where the gateway keeps its books (the SMS service's database).
+    db: Db,
 }
 
 impl SmsGateway {
-    /// A gateway with a full bucket.
-    pub fn new(settings: SmsGatewaySettings) -> Self {
+    /// A gateway with a full bucket, keeping its books in `db`.
+    pub fn new(settings: SmsGatewaySettings, db: Db) -> Self {
         let bucket = Mutex::new(TokenBucket::new(settings.rate_per_s));
         SmsGateway {
             settings,
             bucket,
-            accepted: AtomicU64::new(0),
+            db,
         }
     }
 
-    /// Hands `text` for `phone` to the gateway; returns when it was accepted.
-    pub async fn send(&self, phone: &str, text: &str) -> Result<DateTime<Utc>, GatewayError> {
+    /// Hands `text` about `order_id` for `phone` to the gateway, at most once per
+    /// `idempotency_key`: a repeated key gets the first answer (when it was dispatched)
+    /// back, and nothing is sent again. Returns when the text was dispatched.
+    ///
+    /// The key and the text are recorded in one transaction, so two requests with one key
+    /// racing each other dispatch one text: on PostgreSQL the second insert of the key
+    /// waits for the first transaction and then finds the key taken; on SQLite the pool's
+    /// one connection runs them one after the other.
+    pub async fn send(
+        &self,
+        idempotency_key: &str,
+        order_id: Uuid,
+        phone: &str,
+        text: &str,
+    ) -> Result<DateTime<Utc>, GatewayError> {
         let admitted = self
             .bucket
             .lock()
@@ -119,14 +168,85 @@ impl SmsGateway {
             });
         }
         tokio::time::sleep(self.settings.latency).await;
-        self.accepted.fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(phone, text, "SMS gateway accepted a text");
-        Ok(Utc::now())
+        self.dispatch_once(idempotency_key, order_id, phone, text)
+            .await
+            .map_err(GatewayError::unavailable)
     }
 
-    /// Texts accepted since start.
-    pub fn accepted(&self) -> u64 {
-        self.accepted.load(Ordering::Relaxed)
+    /// Records the key and, if it is new, the text; else reads the first answer back.
+    async fn dispatch_once(
+        &self,
+        idempotency_key: &str,
+        order_id: Uuid,
+        phone: &str,
+        text: &str,
+    ) -> anyhow::Result<DateTime<Utc>> {
+        let db = &self.db;
+        let sent_at = Utc::now();
+        let mut transaction = db.pool().begin().await?;
+        let first = sqlx::query(&db.sql(
+            "INSERT INTO sms_gateway_requests (idempotency_key, order_id, sent_at)
+             VALUES ($1, $2, $3)
+             ON CONFLICT (idempotency_key) DO NOTHING",
+        ))
+        .bind(idempotency_key)
+        .bind(order_id.to_string())
+        .bind(sent_at.to_rfc3339())
+        .execute(&mut *transaction)
+        .await
+        .context("SMS gateway: recording the idempotency key")?
+        .rows_affected()
+            == 1;
+        if !first {
+            // Dropping the transaction rolls it back; the first answer is committed.
+            drop(transaction);
+            let first_sent_at: String = sqlx::query_scalar(
+                &db.sql("SELECT sent_at FROM sms_gateway_requests WHERE idempotency_key = $1"),
+            )
+            .bind(idempotency_key)
+            .fetch_one(db.pool())
+            .await
+            .context("SMS gateway: reading the first answer back")?;
+            tracing::debug!(%order_id, idempotency_key, "SMS gateway: repeated key, nothing sent");
+            return Ok(DateTime::parse_from_rfc3339(&first_sent_at)?.into());
+        }
+        sqlx::query(&db.sql(
+            "INSERT INTO sms_gateway_texts (order_id, phone, text, sent_at)
+             VALUES ($1, $2, $3, $4)",
+        ))
+        .bind(order_id.to_string())
+        .bind(phone)
+        .bind(text)
+        .bind(sent_at.to_rfc3339())
+        .execute(&mut *transaction)
+        .await
+        .context("SMS gateway: recording the text")?;
+        transaction.commit().await?;
+        tracing::debug!(%order_id, phone, text, "SMS gateway dispatched a text");
+        Ok(sent_at)
+    }
+
+    /// How many texts the gateway dispatched about `order_id`.
+    pub async fn texts_about(&self, order_id: Uuid) -> anyhow::Result<i64> {
+        Ok(sqlx::query_scalar(
+            &self
+                .db
+                .sql("SELECT COUNT(*) FROM sms_gateway_texts WHERE order_id = $1"),
+        )
+        .bind(order_id.to_string())
+        .fetch_one(self.db.pool())
+        .await?)
+    }
+
+    /// Texts dispatched per order, every order the gateway ever texted about — for
+    /// `GET /internal/reconcile`.
+    pub async fn dispatched(db: &Db) -> anyhow::Result<Vec<TextsDispatched>> {
+        Ok(sqlx::query_as(&db.sql(
+            "SELECT order_id, COUNT(*) AS texts FROM sms_gateway_texts
+             GROUP BY order_id ORDER BY order_id",
+        ))
+        .fetch_all(db.pool())
+        .await?)
     }
 }
 
@@ -136,33 +256,23 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn refuses_over_the_rate_and_recovers_as_the_bucket_refills() {
-        let gateway = SmsGateway::new(SmsGatewaySettings {
-            latency: Duration::from_millis(10),
-            rate_per_s: 5.0,
-        });
+        let mut bucket = TokenBucket::new(5.0);
         for _ in 0..5 {
-            gateway.send("+86", "hi").await.unwrap();
+            assert!(bucket.try_take());
+            tokio::time::advance(Duration::from_millis(10)).await;
         }
-        // 50 ms of latency refilled a quarter of a token: still empty.
-        assert_eq!(
-            gateway.send("+86", "hi").await,
-            Err(GatewayError::RateLimited { rate_per_s: 5.0 })
-        );
+        // 50 ms refilled a quarter of a token: still empty.
+        assert!(!bucket.try_take());
         tokio::time::advance(Duration::from_millis(200)).await;
-        gateway.send("+86", "hi").await.unwrap();
-        assert_eq!(gateway.accepted(), 6);
+        assert!(bucket.try_take());
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_paced_sender_is_never_refused() {
-        let gateway = SmsGateway::new(SmsGatewaySettings {
-            latency: Duration::ZERO,
-            rate_per_s: 10.0,
-        });
+        let mut bucket = TokenBucket::new(10.0);
         for _ in 0..100 {
-            gateway.send("+86", "hi").await.unwrap();
+            assert!(bucket.try_take());
             tokio::time::advance(Duration::from_millis(100)).await;
         }
-        assert_eq!(gateway.accepted(), 100);
     }
 }

@@ -4,7 +4,7 @@
 //! payment.succeeded ─► text already recorded? ──yes──► Duplicate (nothing sent)
 //!                          │ no
 //!                          ▼
-//!                      gateway.send           over the rate limit ─► Retry (backoff)
+//!                      gateway.send(key = order id)   over the rate limit ─► Retry (backoff)
 //!                          ▼
 //!                      BEGIN
 //!                        claim message id     ── seen ──► ROLLBACK, Duplicate
@@ -14,11 +14,14 @@
 //! ```
 //!
 //! The gateway is called before the transaction, not inside it, so a slow gateway does not
-//! hold a database transaction open. The price is an honest one: a crash after the gateway
-//! accepted the text but before COMMIT sends it again on redelivery. Unlike the payment
-//! gateway, an SMS gateway has no idempotency key to close that window, so the guarantee
-//! at the gateway is "at least once", while the service's record — and `sms.sent` — hold
-//! exactly one text per order.
+//! hold a database transaction open. That leaves two windows between "already texted?" and
+//! COMMIT: a crash after the gateway dispatched the text (the redelivery asks again), and
+//! two copies of one message handled at once by two consumers (a broker redelivering a
+//! message whose first delivery still runs). Both would text the customer twice; the
+//! gateway's idempotency key — the order id, as with the payment gateway — closes them:
+//! the second request gets the first answer back and nothing is sent. The service's record
+//! and `sms.sent` hold one text per order, and so do the gateway's own books, which
+//! reconciliation reads to prove it.
 //!
 //! The phone needs no checking here: it is a [`orderflow_events::domain::Phone`], so a
 //! payment event with an empty or malformed number fails decoding and is dead-lettered by
@@ -86,7 +89,12 @@ impl PaymentSucceededHandler {
         let text = paid_text(payment);
         let sent_at = self
             .gateway
-            .send(payment.phone.as_str(), &text)
+            .send(
+                &payment.order_id.to_string(),
+                payment.order_id,
+                payment.phone.as_str(),
+                &text,
+            )
             .await
             .map_err(|error| HandlerError::Retry(error.into()))?;
         let record = SmsRecord {

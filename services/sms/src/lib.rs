@@ -11,7 +11,7 @@
 //! | module | what it holds |
 //! | --- | --- |
 //! | [`config`] | settings: the common ones plus gateway latency, rate limit and instance name |
-//! | [`gateway`] | the fake SMS gateway: latency, a token-bucket rate limit, retryable refusals |
+//! | [`gateway`] | the fake SMS gateway: latency, a token-bucket rate limit, retryable refusals, an idempotency key, its own books of the texts it dispatched |
 //! | [`store`] | the `sms_messages` table: one row per order |
 //! | [`handlers`] | what happens on `payment.succeeded` |
 //! | [`routes`] | `GET /sms?order_id=`, `GET /internal/reconcile` |

@@ -3,7 +3,7 @@
 //! | route | answer |
 //! | --- | --- |
 //! | `GET /sms?order_id=…` | the texts sent about that order (`[]` or one); without `order_id`, the latest 100 |
-//! | `GET /internal/reconcile` | `{"messages": [{order_id, instance}], "common": {…}}` for `orderflow reconcile` |
+//! | `GET /internal/reconcile` | `{"messages": [{order_id, instance}], "texts": [{order_id, texts}], "common": {…}}` for `orderflow reconcile`: the service's records, and the gateway's texts dispatched per order from its own books |
 
 use axum::{
     extract::{Query, State},
@@ -15,7 +15,10 @@ use orderflow_kit::{http::ApiError, service};
 use serde::Deserialize;
 use uuid::Uuid;
 
-use crate::store::{self, SmsRecord};
+use crate::{
+    gateway::SmsGateway,
+    store::{self, SmsRecord},
+};
 
 /// The routes, ready to be served.
 pub fn router(state: ApiState) -> Router {
@@ -49,8 +52,16 @@ async fn list_sms(
     Ok(Json(records))
 }
 
-/// `GET /internal/reconcile`: `{"messages": [...], "common": {...}}`.
+/// `GET /internal/reconcile`: `{"messages": [...], "texts": [...], "common": {...}}`.
+/// The gateway's texts are listed per order apart from the service's records, so that a
+/// second text — which `sms_messages`, one row per order, cannot hold — and a text about an
+/// order the service has no record of are reported too.
 async fn reconcile(State(state): State<ApiState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let internal = |error: anyhow::Error| ApiError::internal(format!("{error:#}"));
+    let texts = SmsGateway::dispatched(&state.db).await.map_err(internal)?;
     let rows = store::reconcile_rows(&state.db).await;
-    service::reconcile_answer(&state.db, &state.relay, "messages", rows).await
+    let Json(mut answer) =
+        service::reconcile_answer(&state.db, &state.relay, "messages", rows).await?;
+    answer["texts"] = serde_json::to_value(texts).map_err(|error| internal(error.into()))?;
+    Ok(Json(answer))
 }

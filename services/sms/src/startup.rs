@@ -18,7 +18,7 @@ use crate::{
 pub async fn build(config: SmsConfig) -> anyhow::Result<Application> {
     let mut service = Service::start(config.service, &store::MIGRATIONS).await?;
     let rate_per_s = config.gateway.rate_per_s;
-    let gateway = Arc::new(SmsGateway::new(config.gateway));
+    let gateway = Arc::new(SmsGateway::new(config.gateway, service.db.clone()));
     let handler = PaymentSucceededHandler::new(
         service.db.clone(),
         service.relay.clone(),

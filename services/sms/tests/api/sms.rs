@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use crate::helpers::{drain, spawn_app, Store};
 
-fn payment(amount_cents: i64) -> PaymentSucceeded {
+pub(crate) fn payment(amount_cents: i64) -> PaymentSucceeded {
     PaymentSucceeded {
         order_id: Uuid::now_v7(),
         payment_id: Uuid::now_v7(),
@@ -44,6 +44,12 @@ async fn texts_once_per_order(store: Store) {
         .await;
     assert_eq!(report["messages"][0]["order_id"], paid.order_id.to_string());
     assert_eq!(report["messages"][0]["instance"], "sms-7");
+    // The gateway's own books: one text dispatched about the order.
+    assert_eq!(
+        report["texts"],
+        serde_json::json!([{"order_id": paid.order_id.to_string(), "texts": 1}]),
+        "{report}"
+    );
     assert_eq!(report["common"]["duplicates_ignored"], 2, "{report}");
     assert_eq!(report["common"]["dead_lettered"], 0, "{report}");
 
