@@ -26,9 +26,10 @@ const ORDERS: usize = 1000;
 /// mid-stream.
 const RATE_PER_S: f64 = 200.0;
 
-/// Runs on separate processes at once. Each is a broker node and six to ten service
-/// processes; two at a time keep a 2-core CI machine busy without starving any of them.
-static RUNS_AT_ONCE: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+/// Runs on separate processes, one at a time: a run is a broker node and six to ten
+/// service processes with up to ten PostgreSQL connections each, and two at once can
+/// exhaust PostgreSQL's default `max_connections` of 100.
+static RUNS_AT_ONCE: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
 
 /// The run for `scenario` on `backend`, or `None` (after saying why) when what it needs
 /// is missing outside CI.

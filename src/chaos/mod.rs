@@ -219,7 +219,11 @@ pub async fn run_cli(args: Args) -> anyhow::Result<bool> {
         binaries,
         settle_deadline: Duration::from_secs(args.deadline_secs),
     };
-    let ledger = run.run().await?;
+    // On Ctrl-C the run is dropped, which kills its services and its broker node.
+    let ledger = tokio::select! {
+        ledger = run.run() => ledger?,
+        _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted; the run's processes are stopped"),
+    };
     if args.json {
         println!("{}", serde_json::to_string(&ledger)?);
     } else {

@@ -200,6 +200,18 @@ async fn run_in(
         mut timeline,
         ..
     } = fault;
+    if let Err(error) = injected {
+        // The run could not do what it set out to: no ledger would mean anything. Say
+        // what happened up to here and where the logs are.
+        let logs = keep_logs(&stack, &node, run)?;
+        traffic.abort();
+        return Err(error.context(format!(
+            "{} on {} could not inject its fault; timeline:\n  {}\nlogs kept in {logs}",
+            run.scenario.name(),
+            run.backend.name(),
+            timeline.join("\n  ")
+        )));
+    }
 
     let sent = traffic.await.context("the traffic task panicked")?;
     timeline.push(format!(
@@ -240,7 +252,6 @@ async fn run_in(
     .await;
     let snapshot = reconcile::fetch(&client, &endpoints).await?;
     let report = reconcile::reconcile(&snapshot);
-    injected?;
 
     let observed = Observed {
         scenario: run.scenario.name().to_owned(),
