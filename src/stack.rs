@@ -441,7 +441,30 @@ impl ProcessStack {
             .collect();
         wait_ready_at(&bases.iter().collect::<Vec<_>>())
             .await
-            .with_context(|| format!("service logs are in {}", self.logs.display()))
+            .with_context(|| self.log_tails())
+    }
+
+    /// The last lines of every copy's log: the logs go with the stack's temporary
+    /// directory, so an error that ends the stack carries what they said.
+    fn log_tails(&self) -> String {
+        let mut out = format!("service logs in {} end with:", self.logs.display());
+        let mut files: Vec<_> = std::fs::read_dir(&self.logs)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|entry| entry.path())
+            .collect();
+        files.sort();
+        for file in files {
+            let text = std::fs::read_to_string(&file).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            out.push_str(&format!(
+                "\n--- {}\n{}",
+                file.file_name().unwrap_or_default().to_string_lossy(),
+                lines[lines.len().saturating_sub(4)..].join("\n")
+            ));
+        }
+        out
     }
 
     /// Kills one service with SIGKILL — a crash, no chance to ack or flush — and starts
@@ -513,7 +536,7 @@ impl ProcessStack {
         let port = self.replica_mut(name, replica)?.port;
         wait_ready_at(&[&format!("http://127.0.0.1:{port}")])
             .await
-            .with_context(|| format!("service logs are in {}", self.logs.display()))
+            .with_context(|| self.log_tails())
     }
 
     /// Sets (`Some`) or removes (`None`) one environment variable of `name` for the
