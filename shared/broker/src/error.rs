@@ -31,6 +31,16 @@ pub enum BrokerError {
         /// Why.
         detail: String,
     },
+    /// The broker took the message but no queue or group will ever see it: nothing is
+    /// bound to the topic (or the queue a copy was sent to is gone). Not stored for
+    /// anyone, so not a success; publishing again once the group is declared delivers it.
+    #[error("publishing to `{topic}` failed, no group receives it: {reason}")]
+    Unroutable {
+        /// The topic (for a copy sent straight to a queue: the envelope's topic).
+        topic: String,
+        /// What the broker said (RabbitMQ: its `basic.return` reply code and text).
+        reason: String,
+    },
     /// Declaring or consuming for a group failed.
     #[error("subscribing group `{group}` failed: {detail}")]
     Subscribe {

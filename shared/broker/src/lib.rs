@@ -15,6 +15,10 @@
 //! 1. [`Publisher::publish`] returns `Ok` only once the broker has taken responsibility for
 //!    the message (publisher confirm / acks=all / enqueued). [`Publisher::publish_all`]
 //!    pipelines a batch: everything is sent first, then the confirms are awaited together.
+//!    `Ok` also means the message is kept for someone: where a backend
+//!    [refuses unroutable messages](Capabilities::refuses_unroutable) (RabbitMQ), a
+//!    message for a topic no group is bound to fails with [`BrokerError::Unroutable`]
+//!    instead of being dropped behind an `Ok`; on Kafka the topic itself keeps it.
 //! 2. Every consumer group subscribed to a topic gets every message; the consumers inside
 //!    one group compete for them.
 //! 3. At-least-once: a [`Delivery`] that is not acked — the handler failed, the process died,
@@ -150,6 +154,11 @@ pub struct Capabilities {
     pub broker_restart: bool,
     /// Faults (drop, duplicate, reorder, delay) can be injected on purpose.
     pub fault_injection: bool,
+    /// A publish that no group will ever see (no group is bound to its topic) fails with
+    /// [`BrokerError::Unroutable`] instead of returning `Ok` (RabbitMQ, memory). False
+    /// for Kafka: the topic itself keeps the record, and a group that starts reading it
+    /// later still finds it, so nothing is lost by accepting it.
+    pub refuses_unroutable: bool,
 }
 
 /// A connected broker: publisher and subscriber in one handle. Cheap to share as

@@ -46,6 +46,8 @@ macro_rules! all_backends {
                 backlog_rises_while_nobody_consumes_and_falls_to_zero,
                 ten_thousand_messages_none_lost_none_duplicated,
                 survives_the_connection_being_cut,
+                a_message_no_group_is_bound_to_is_refused_or_kept,
+                concurrent_publishes_each_get_their_own_answer,
             );
         )+
     };
@@ -59,7 +61,7 @@ const DEADLINE: Duration = Duration::from_secs(60);
 mod cases {
     use std::collections::{BTreeMap, HashMap, HashSet};
 
-    use orderflow_broker::{headers, Broker, Envelope, Subscription};
+    use orderflow_broker::{headers, Broker, BrokerError, Envelope, Subscription};
     use orderflow_events::{Event, EventKind};
     use uuid::Uuid;
 
@@ -485,5 +487,111 @@ mod cases {
             let _ = delivery.ack().await;
         }
         outage.finish().await;
+    }
+
+    pub async fn a_message_no_group_is_bound_to_is_refused_or_kept(harness: Harness) {
+        let broker = &harness.broker;
+        let nobody = unique("nobody");
+        let alone = broker
+            .publish(Envelope::new(&nobody, "k", "for nobody"))
+            .await;
+
+        // A batch with one message for a bound group and one for nobody.
+        let bound = unique("bound");
+        let mut deliveries = broker
+            .subscribe(Subscription::new(unique("listeners"), [&bound]))
+            .await
+            .unwrap();
+        let routable = Envelope::new(&bound, "k", "for the listeners");
+        let batch = broker
+            .publish_all(vec![
+                Envelope::new(&nobody, "k", "again for nobody"),
+                routable.clone(),
+            ])
+            .await;
+
+        if broker.capabilities().refuses_unroutable {
+            for (what, outcome) in [("publish", alone), ("publish_all", batch)] {
+                match outcome {
+                    Err(BrokerError::Unroutable { topic, .. }) => {
+                        assert_eq!(topic, nobody, "{what} names the topic nobody listens to")
+                    }
+                    other => panic!("{what} to a topic no group is bound to: {other:?}"),
+                }
+            }
+        } else {
+            alone.expect("publish to a topic without groups is kept by the topic");
+            batch.expect("publish_all to a topic without groups is kept by the topic");
+            println!(
+                "{}: declared capability refuses_unroutable=false (the topic itself keeps a \
+                 record no group reads yet); publish returned Ok",
+                harness.name
+            );
+        }
+        // Either way the batch's other message reached its group, once.
+        let got = collect_acking(&mut deliveries, 1, DEADLINE).await;
+        assert_eq!(got[0].id, routable.id);
+        assert!(deliveries
+            .next_within(Duration::from_millis(300))
+            .await
+            .is_none());
+    }
+
+    /// Publishes to a bound and to an unbound topic, interleaved from several tasks at
+    /// once. Each publish must get the answer for its own message: on RabbitMQ the server
+    /// sends `basic.return` without saying which publish it answers, and acks several
+    /// messages at once, so a client that pairs returns with confirms by arrival can tell
+    /// one publisher "returned" for another's message and the other "Ok".
+    pub async fn concurrent_publishes_each_get_their_own_answer(harness: Harness) {
+        const TASKS: usize = 8;
+        const EACH: usize = 150;
+        let broker = harness.broker.clone();
+        let heard = unique("heard");
+        let unheard = unique("unheard");
+        let mut deliveries = broker
+            .subscribe(Subscription::new(unique("hearers"), [&heard]).with_prefetch(512))
+            .await
+            .unwrap();
+        let refuses = broker.capabilities().refuses_unroutable;
+        let publishers: Vec<_> = (0..TASKS)
+            .map(|task| {
+                let (broker, heard, unheard) = (broker.clone(), heard.clone(), unheard.clone());
+                tokio::spawn(async move {
+                    let (mut stored, mut wrong) = (Vec::new(), Vec::new());
+                    for sequence in 0..EACH {
+                        // Each task alternates, shifted by one from its neighbour, so the
+                        // two kinds are in flight side by side.
+                        let routable = (sequence + task) % 2 == 0;
+                        let topic = if routable { &heard } else { &unheard };
+                        let envelope =
+                            Envelope::new(topic, format!("k{task}"), sequence.to_string());
+                        match (routable, broker.publish(envelope.clone()).await) {
+                            (true, Ok(())) => stored.push(envelope.id),
+                            (false, Err(BrokerError::Unroutable { .. })) if refuses => {}
+                            (false, Ok(())) if !refuses => {}
+                            (routable, outcome) => wrong
+                                .push(format!("routable={routable} {}: {outcome:?}", envelope.id)),
+                        }
+                    }
+                    (stored, wrong)
+                })
+            })
+            .collect();
+        let (mut stored, mut wrong) = (HashSet::new(), Vec::new());
+        for publisher in publishers {
+            let (ids, errors) = publisher.await.unwrap();
+            stored.extend(ids);
+            wrong.extend(errors);
+        }
+        assert!(
+            wrong.is_empty(),
+            "{} of {} publishes got another message's answer, e.g. {:?}",
+            wrong.len(),
+            TASKS * EACH,
+            &wrong[..wrong.len().min(3)]
+        );
+        let got = collect_acking(&mut deliveries, stored.len(), DEADLINE).await;
+        let ids: HashSet<Uuid> = got.iter().map(|envelope| envelope.id).collect();
+        assert_eq!(ids, stored, "every message answered Ok arrived");
     }
 }

@@ -261,6 +261,7 @@ impl Broker for KafkaBroker {
         Capabilities {
             broker_restart: true,
             fault_injection: false,
+            refuses_unroutable: false,
         }
     }
 

@@ -267,6 +267,7 @@ impl Broker for MemoryBroker {
         Capabilities {
             broker_restart: false,
             fault_injection: true,
+            refuses_unroutable: false,
         }
     }
 

@@ -11,11 +11,11 @@ use std::{
 };
 
 use async_trait::async_trait;
-use lapin::{options::ConfirmSelectOptions, Channel, Connection, ConnectionProperties};
+use lapin::{Connection, ConnectionProperties};
 use tokio::sync::{watch, Notify};
 use uuid::Uuid;
 
-use super::{topology::declare_exchanges, BACKEND, REPLY_SUCCESS};
+use super::{publish::PublishChannel, BACKEND, REPLY_SUCCESS};
 use crate::{Backend, Broker, BrokerError, Capabilities, Result};
 
 /// How often the supervisor looks at the connection's state when nobody nudges it.
@@ -71,8 +71,8 @@ pub(super) struct Live {
     /// is still the one to use.
     pub(super) connection: Connection,
     /// The one channel in confirm mode that every publish goes through (events, retry
-    /// copies, dead letters).
-    pub(super) publisher: Channel,
+    /// copies, dead letters), with its confirm task.
+    pub(super) publishing: PublishChannel,
 }
 
 impl RabbitBroker {
@@ -130,21 +130,12 @@ impl Shared {
         let properties = ConnectionProperties::default()
             .with_connection_name(self.connection_name.clone().into());
         let connection = Connection::connect(&self.url, properties).await?;
-        let publisher = connection.create_channel().await?;
-        // Confirm mode: from now on the server acks every message published on this
-        // channel once it has taken it, which is what `publish` waits for.
-        publisher
-            .confirm_select(ConfirmSelectOptions::default())
-            .await?;
-        // Declared on every connection, not once: the server on the other end may be a
-        // fresh one (a new container) without them, and publishing to a missing exchange
-        // closes the channel.
-        declare_exchanges(&publisher).await?;
+        let publishing = PublishChannel::open(&connection).await?;
         // Counted only once the connection is usable, so generations have no gaps.
         Ok(Live {
             generation: self.generation.fetch_add(1, Ordering::Relaxed) + 1,
             connection,
-            publisher,
+            publishing,
         })
     }
 
@@ -316,6 +307,7 @@ impl Broker for RabbitBroker {
         Capabilities {
             broker_restart: true,
             fault_injection: false,
+            refuses_unroutable: true,
         }
     }
 
@@ -328,8 +320,9 @@ impl Broker for RabbitBroker {
         let Some(live) = self.shared.live.send_replace(None) else {
             return Ok(());
         };
-        if live.publisher.status().connected() {
-            let _ = live.publisher.close(REPLY_SUCCESS, "OK".into()).await;
+        let publisher = &live.publishing.channel;
+        if publisher.status().connected() {
+            let _ = publisher.close(REPLY_SUCCESS, "OK".into()).await;
         }
         if live.connection.status().connected() {
             // lapin reports a consumer channel that was closing at the same moment as an

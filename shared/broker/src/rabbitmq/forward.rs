@@ -172,7 +172,10 @@ fn hand_over(
 mod tests {
     use std::time::Duration;
 
-    use lapin::{options::BasicPublishOptions, BasicProperties};
+    use lapin::{
+        options::{BasicPublishOptions, ConfirmSelectOptions},
+        BasicProperties,
+    };
     use uuid::Uuid;
 
     use super::*;
@@ -200,9 +203,15 @@ mod tests {
             .await
             .unwrap();
 
-        // A foreign producer that sets no message_id.
+        // A foreign producer that sets no message_id, on a channel of its own (the
+        // publishing channel belongs to its confirm task).
         let live = broker.shared.current().unwrap();
-        live.publisher
+        let foreign = live.connection.create_channel().await.unwrap();
+        foreign
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .unwrap();
+        foreign
             .basic_publish(
                 EXCHANGE.into(),
                 topic.as_str().into(),

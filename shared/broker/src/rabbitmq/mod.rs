@@ -19,16 +19,24 @@
 //! - **One queue per consumer group.** Every group bound to a topic gets its own copy of
 //!   each message (fan-out, contract point 2); the consumers of one group compete on that
 //!   queue. A classic queue with a single consumer delivers in publish order (point 4).
-//! - **Publisher confirms.** The publishing channel is in confirm mode: `publish` returns
-//!   once the broker has acked the message, i.e. once it is stored (persistent message,
-//!   durable queue). `publish_all` writes the whole batch, then awaits the confirms
-//!   together, so a batch costs one round trip, not one per message.
+//! - **Publisher confirms, and nothing unroutable.** The publishing channel is in confirm
+//!   mode and every message is published `mandatory`: `publish` returns `Ok` once the
+//!   broker has acked the message *and* not handed it back, i.e. once it is stored in at
+//!   least one queue (persistent message, durable queue). A message no queue is bound
+//!   for comes back (`basic.return`) and fails with [`BrokerError::Unroutable`]: without
+//!   `mandatory` the server would drop it and ack it all the same. A return does not say
+//!   which publish it answers, so one task owns the channel and matches returns to
+//!   messages by their `message_id` (`confirms.rs` explains why that takes care).
+//!   `publish_all` hands over the whole batch, whose confirms are then awaited together,
+//!   so a batch costs one round trip, not one per message.
 //! - **Retry by republish.** RabbitMQ has no "redeliver later with a changed header": a
 //!   nack with requeue puts the message back unchanged and at once. So a retry waits for
 //!   its delay, republishes the envelope (attempt header raised) straight to the group
 //!   queue through the default exchange with a confirm, and only then acks the original.
 //!   A crash in between leaves a duplicate (same envelope id, consumers deduplicate),
-//!   never a loss. The topic travels in the `message-topic` header on that copy, because
+//!   never a loss; a copy the broker did not store (no confirm, nacked, or returned
+//!   because the queue is gone) nacks the original with requeue and fails the settle,
+//!   so the original is delivered again rather than held unacked for good. The topic travels in the `message-topic` header on that copy, because
 //!   its routing key is now the queue name.
 //! - **Dead letters.** [`Delivery::dead_letter`] republishes the envelope (reason headers
 //!   set) to `<group>.dlq` with a confirm, then acks the original. The dead-letter
@@ -60,9 +68,11 @@
 //!   connection die and reconnects with backoff; `close`. The cut-twice test lives here.
 //! - `topology.rs`: the two exchanges, the group queue with its dead-letter arguments,
 //!   `<group>.dlq`, and declarations on a channel of their own.
-//! - `publish.rs`: [`Publisher`]. Publisher confirms, and the pipelined batch behind
-//!   `publish`, `publish_all` and the copies that retries and dead letters send straight
-//!   to a queue.
+//! - `publish.rs`: [`Publisher`]. The publishing channel; encoding a batch and turning
+//!   each message's outcome into `Ok` or an error, for `publish`, `publish_all` and the
+//!   copies that retries and dead letters send straight to a queue.
+//! - `confirms.rs`: the publishing channel's task, which writes every message and tells
+//!   each publish what became of its own: stored, returned, nacked or unknown.
 //! - `consume.rs`: [`Subscriber`]. One task per subscription that consumes, and consumes
 //!   again on the next connection after a loss; `backlog`.
 //! - `forward.rs`: the hot loop that moves lapin's deliveries into the [`Deliveries`]
@@ -81,7 +91,9 @@
 //! [`Delivery`]: crate::Delivery
 //! [`Envelope`]: crate::Envelope
 //! [`BrokerError::Settle`]: crate::BrokerError::Settle
+//! [`BrokerError::Unroutable`]: crate::BrokerError::Unroutable
 
+mod confirms;
 mod connection;
 mod consume;
 mod forward;

@@ -1,25 +1,62 @@
-//! Publishing with publisher confirms: [`Shared::publish_confirmed`] writes a whole batch,
-//! then awaits its confirms, for events (exchange `orderflow`) and for the copies a retry
-//! or a dead letter sends straight to one queue.
-
-use std::{
-    future::Future,
-    task::{Context, Poll, Waker},
-};
+//! Publishing: [`Publisher`] for [`RabbitBroker`], and [`Shared::publish_confirmed`]
+//! behind it and behind the copies that retries and dead letters send straight to one
+//! queue. Every message is `mandatory`, and a publish is `Ok` only for messages the
+//! server confirmed *and* did not return: a message no queue took is
+//! [`BrokerError::Unroutable`], never a success. The confirms themselves are read by
+//! the publishing channel's task (`confirms.rs`).
 
 use async_trait::async_trait;
-use lapin::{options::BasicPublishOptions, types::ShortString, Confirmation, PublisherConfirm};
+use lapin::{options::BasicPublishOptions, types::ShortString, Channel, Connection};
 
 use super::{
+    confirms::{ConfirmTask, Outcome, Outgoing},
     connection::{RabbitBroker, Shared},
-    topology::EXCHANGE,
+    topology::{declare_exchanges, EXCHANGE},
     wire::{properties_of, short},
 };
 use crate::{BrokerError, Envelope, Publisher, Result};
 
+/// Every message asks the server to hand it back if no queue takes it: without
+/// `mandatory` such a message is dropped and still acked, and `publish` would say `Ok`
+/// for a message nobody will ever read.
+const MANDATORY: BasicPublishOptions = BasicPublishOptions {
+    mandatory: true,
+    immediate: false,
+};
+
+/// The channel every publish goes through, in confirm mode, and the task that writes on
+/// it and reads its confirms.
+pub(super) struct PublishChannel {
+    /// Kept for its status and for closing it; only the confirm task publishes on it.
+    pub(super) channel: Channel,
+    confirms: ConfirmTask,
+}
+
+impl PublishChannel {
+    /// Opens a channel on `connection`, puts it in confirm mode and declares the
+    /// exchanges on it.
+    pub(super) async fn open(connection: &Connection) -> lapin::Result<Self> {
+        let channel = connection.create_channel().await?;
+        // Confirm mode: from now on the server acks every message published on this
+        // channel once it has taken it, which is what `publish` waits for.
+        channel
+            .confirm_select(lapin::options::ConfirmSelectOptions::default())
+            .await?;
+        // Declared on every connection, not once: the server on the other end may be a
+        // fresh one (a new container) without them, and publishing to a missing exchange
+        // closes the channel.
+        declare_exchanges(&channel).await?;
+        Ok(PublishChannel {
+            confirms: ConfirmTask::start(channel.clone()),
+            channel,
+        })
+    }
+}
+
 impl Shared {
-    /// Publishes envelopes and awaits all their confirms. The batch is written first and
-    /// the confirms awaited afterwards, so their round trips overlap.
+    /// Publishes envelopes and awaits the answer for each; `Ok` once every one is
+    /// confirmed and none came back. The batch is handed to the confirm task whole and
+    /// written in order, so the confirms' round trips overlap.
     pub(super) async fn publish_confirmed(
         &self,
         envelopes: &[Envelope],
@@ -32,92 +69,65 @@ impl Shared {
         let Some(first) = envelopes.first() else {
             return Ok(());
         };
-        // One `Live` for the whole batch: its confirms belong to its publishing channel.
-        let live = self.current_or(|detail| fail(first, detail))?;
-        let (exchange, options) = match route {
-            Route::Topic => (EXCHANGE, BasicPublishOptions::default()),
-            // A copy for one named queue: if that queue is gone, the broker must hand the
-            // message back (and the original stays unacked) rather than drop it. Events, on
-            // the other hand, may go to a topic nobody is bound to yet: not an error.
-            Route::Queue(_) => (
-                "",
-                BasicPublishOptions {
-                    mandatory: true,
-                    immediate: false,
-                },
-            ),
-        };
-        let exchange = ShortString::from(exchange);
-        // Every message is queued before any is waited for. lapin's `basic_publish` numbers
-        // the message for confirms and queues its frames when first polled, and only then
-        // waits for its I/O thread to have written them; awaiting each call in turn would
-        // cost a wake-up of that thread and of this task per message. So each call is
-        // polled once here, in order (which keeps the batch's order on the wire), and
-        // awaited below.
-        let mut writes = Vec::with_capacity(envelopes.len());
+        // Encoded before anything is sent: an envelope that cannot be encoded fails the
+        // batch with nothing of it on the wire.
+        let mut messages = Vec::with_capacity(envelopes.len());
         for envelope in envelopes {
             let routing_key = match route {
                 Route::Topic => short(&envelope.topic),
                 Route::Queue(queue) => short(queue),
             }
             .map_err(|detail| fail(envelope, detail))?;
-            // An envelope that cannot be encoded fails the batch here; those before it may
-            // already be on their way (publishing the batch again is safe).
             let properties = properties_of(envelope, matches!(route, Route::Queue(_)))
                 .map_err(|detail| fail(envelope, detail))?;
-            let mut write = Box::pin(live.publisher.basic_publish(
-                exchange.clone(),
+            messages.push(Outgoing {
+                id: envelope.id,
                 routing_key,
-                options,
-                &envelope.payload,
                 properties,
-            ));
-            // A no-op waker: this first poll only has to queue the frames. If it is not
-            // done yet, the `.await` below polls again with this task's real waker.
-            let queued = match write.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
-                Poll::Ready(written) => Some(written),
-                Poll::Pending => None,
-            };
-            writes.push((queued, write));
+                payload: envelope.payload.clone(),
+            });
         }
-        // Wait until each message is written. What a write yields is its pending confirm
-        // (the sequence number is already assigned). A failed write means the channel or
-        // connection is gone: nudge the supervisor and give up on the batch.
-        let mut confirms: Vec<PublisherConfirm> = Vec::with_capacity(envelopes.len());
-        for ((queued, write), envelope) in writes.into_iter().zip(envelopes) {
-            let written = match queued {
-                Some(written) => written,
-                None => write.await,
-            };
-            confirms.push(written.map_err(|error| {
-                self.saw_failure(&live);
-                fail(envelope, error.to_string())
-            })?);
-        }
-        // The server's answer for each message. Awaiting them in turn costs nothing extra:
-        // the batch waits for its slowest confirm either way.
-        for (confirm, envelope) in confirms.into_iter().zip(envelopes) {
-            match confirm.await {
-                // Stored. (`NotRequested` only comes from a channel without confirm mode,
-                // which this one is not.)
-                Ok(Confirmation::Ack(None)) | Ok(Confirmation::NotRequested) => {}
-                // A `mandatory` copy no queue took: the server sends it back
-                // (`basic.return`), then acks it. Not stored, so an error.
-                Ok(Confirmation::Ack(Some(returned))) => {
-                    return Err(fail(
-                        envelope,
-                        format!(
-                            "returned by the broker: {} {}",
-                            returned.reply_code, returned.reply_text
-                        ),
-                    ))
+        let exchange = ShortString::from(match route {
+            Route::Topic => EXCHANGE,
+            // The default exchange routes by queue name.
+            Route::Queue(_) => "",
+        });
+        let live = self.current_or(|detail| fail(first, detail))?;
+        let answer = live
+            .publishing
+            .confirms
+            .publish(exchange, MANDATORY, messages);
+        let outcomes = answer
+            .await
+            .map_err(|_| fail(first, "the publishing task stopped before answering".into()))?;
+        // The first message that did not make it fails the batch (later ones may have).
+        for (outcome, envelope) in outcomes.into_iter().zip(envelopes) {
+            match outcome {
+                Outcome::Stored => {}
+                Outcome::Returned { code, text } => {
+                    return Err(BrokerError::Unroutable {
+                        topic: envelope.topic.clone(),
+                        reason: match route {
+                            Route::Topic => format!(
+                                "no queue is bound to it, the broker returned the message \
+                                 ({code} {text})"
+                            ),
+                            Route::Queue(queue) => format!(
+                                "queue `{queue}` does not exist, the broker returned the \
+                                 message ({code} {text})"
+                            ),
+                        },
+                    });
                 }
                 // The server refused responsibility (an internal error on its side).
-                Ok(Confirmation::Nack(_)) => {
+                Outcome::Nacked => {
                     return Err(fail(envelope, "the broker nacked the message".into()))
                 }
-                // The channel died before the answer came: the outcome is unknown.
-                Err(error) => {
+                Outcome::NotSent(error) => {
+                    self.saw_failure(&live);
+                    return Err(fail(envelope, format!("not sent: {error}")));
+                }
+                Outcome::Unknown(error) => {
                     self.saw_failure(&live);
                     return Err(fail(
                         envelope,

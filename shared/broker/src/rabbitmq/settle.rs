@@ -1,6 +1,7 @@
 //! Settling one delivery: ack it, retry it (republish a copy to the group queue, then
 //! ack), dead-letter it (republish to `<group>.dlq`, then ack), or abandon it (nack with
-//! requeue).
+//! requeue). A retry or dead letter whose copy is not stored nacks the original with
+//! requeue, so it comes again rather than staying unacked.
 
 use std::{
     sync::{atomic::Ordering, Arc},
@@ -68,11 +69,34 @@ impl RabbitSettle {
             })
     }
 
+    /// Sends the copy to `queue` and waits for its confirm. If the copy did not make it,
+    /// the original is handed back to the queue (nack with requeue) before the error is
+    /// returned: it is then delivered again, instead of sitting unacked on this channel
+    /// until the consumer goes away.
     async fn republish(&self, envelope: Envelope, queue: &str) -> Result<()> {
-        self.shared
+        let published = self
+            .shared
             .publish_confirmed(std::slice::from_ref(&envelope), Route::Queue(queue))
-            .await
-            .map_err(|error| self.error(format!("republishing to `{queue}` failed: {error}")))
+            .await;
+        let Err(error) = published else {
+            return Ok(());
+        };
+        let requeued = self
+            .channel
+            .basic_nack(
+                self.delivery_tag,
+                BasicNackOptions {
+                    multiple: false,
+                    requeue: true,
+                },
+            )
+            .await;
+        let then = match requeued {
+            Ok(()) => "the original goes back to the queue".to_owned(),
+            // Its channel is gone, which has put it back already.
+            Err(nack_error) => format!("the original is requeued with its channel ({nack_error})"),
+        };
+        Err(self.error(format!("republishing to `{queue}` failed, {then}: {error}")))
     }
 }
 
@@ -129,5 +153,63 @@ impl Settle for RabbitSettle {
                 );
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use lapin::options::QueueDeleteOptions;
+    use orderflow_kit::testenv;
+
+    use crate::{
+        rabbitmq::RabbitBroker, Broker, BrokerError, Envelope, Publisher, Subscriber, Subscription,
+    };
+
+    /// Against a real RabbitMQ: when the copy a dead letter sends to `<group>.dlq` cannot
+    /// be stored (the queue was deleted behind the consumer's back), `dead_letter` fails
+    /// and the original comes back to the group instead of staying unacked for good.
+    #[tokio::test]
+    async fn a_dead_letter_that_cannot_be_stored_gives_the_original_back() {
+        let Some(url) = testenv::require("ORDERFLOW_AMQP_URL", "RabbitMQ") else {
+            return;
+        };
+        let broker = RabbitBroker::connect(&url).await.unwrap();
+        let run = uuid::Uuid::now_v7().simple();
+        let topic = format!("undeletable-{run}");
+        let group = format!("no-dlq-{run}");
+        let mut deliveries = broker
+            .subscribe(Subscription::new(&group, [&topic]))
+            .await
+            .unwrap();
+        let live = broker.shared.current().unwrap();
+        let operator = live.connection.create_channel().await.unwrap();
+        operator
+            .queue_delete(
+                format!("{group}.dlq").as_str().into(),
+                QueueDeleteOptions::default(),
+            )
+            .await
+            .unwrap();
+
+        let sent = Envelope::new(&topic, "k", "cannot be dead-lettered");
+        broker.publish(sent.clone()).await.unwrap();
+        let first = deliveries
+            .next_within(Duration::from_secs(10))
+            .await
+            .expect("the delivery");
+        let error = first.dead_letter("no use").await.unwrap_err();
+        assert!(
+            matches!(&error, BrokerError::Settle { detail, .. } if detail.contains("does not exist")),
+            "{error:?}"
+        );
+        let again = deliveries
+            .next_within(Duration::from_secs(10))
+            .await
+            .expect("the original is delivered again");
+        assert_eq!(again.envelope().id, sent.id);
+        again.ack().await.unwrap();
+        broker.close().await.unwrap();
     }
 }
