@@ -86,6 +86,8 @@ mod publish;
 mod relay;
 mod retention;
 mod rows;
+#[cfg(test)]
+mod tests;
 
 pub use enqueue::enqueue;
 pub use relay::{Relay, RelaySettings};

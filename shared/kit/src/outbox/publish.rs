@@ -60,12 +60,12 @@ async fn publish_chain(
         match tokio::time::timeout_at(deadline, broker.publish(row.envelope)).await {
             Ok(Ok(())) => confirmed.push(row.seq),
             Ok(Err(error)) => return (confirmed, Some(error.into())),
-            Err(_elapsed) => return (
-                confirmed,
-                Some(anyhow::anyhow!(
+            Err(_elapsed) => {
+                let error = anyhow::anyhow!(
                     "no confirm for a {topic} message before the publish deadline; it stays unsent"
-                )),
-            ),
+                );
+                return (confirmed, Some(error));
+            }
         }
     }
     (confirmed, None)

@@ -49,7 +49,7 @@ pub struct Relay {
 
 /// What one round did.
 #[derive(Debug, PartialEq, Eq)]
-enum Round {
+pub(super) enum Round {
     /// This relay holds the lease and published this many rows.
     Published(usize),
     /// Another replica holds the lease.
@@ -83,6 +83,12 @@ impl Relay {
         // Prune once soon after start, then every interval.
         let mut next_prune = Instant::now();
         loop {
+            // Housekeeping by the lease holder only, so one replica prunes each database;
+            // checked before the round so that a relay kept busy by full batches prunes too.
+            if lease.held() && Instant::now() >= next_prune {
+                self.prune().await;
+                next_prune = Instant::now() + retention::prune_interval(self.settings.retention);
+            }
             match self.round(&mut lease).await {
                 // A full batch: more rows are probably waiting, so go again at once
                 // instead of waiting for a wake-up.
@@ -99,10 +105,6 @@ impl Relay {
                         "outbox relay: publishing failed, will retry"
                     );
                 }
-            }
-            if lease.held() && Instant::now() >= next_prune {
-                self.prune().await;
-                next_prune = Instant::now() + retention::prune_interval(self.settings.retention);
             }
             let pause = if failures == 0 {
                 // Polling is the safety net: `wake` only reaches the relay of this
@@ -142,7 +144,7 @@ impl Relay {
     }
 
     /// One round: lease, claim, publish, mark (see the module doc of [`crate::outbox`]).
-    async fn round(&self, lease: &mut Lease) -> anyhow::Result<Round> {
+    pub(super) async fn round(&self, lease: &mut Lease) -> anyhow::Result<Round> {
         let Some(held_until) = lease.take_or_renew(&self.db).await? else {
             return Ok(Round::Standby);
         };
