@@ -2,7 +2,7 @@
 //! API, then a reconciliation read from each service's own store.
 //!
 //! ```text
-//! orderflow demo [--broker URL] [--orders N] [--inject duplicate=0.2,drop=0.05,…] [--json]
+//! orderflow demo [--broker URL] [--orders N] [--inject duplicate=0.2,drop=0.05,lose=0.01,…] [--json]
 //! ```
 //!
 //! With the default `memory://` broker nothing needs to be installed: each service gets a
@@ -29,7 +29,8 @@ pub struct Args {
     /// How many orders to place.
     #[arg(long, default_value_t = 200)]
     orders: usize,
-    /// Faults for the embedded broker, e.g. `duplicate=0.2,reorder=0.1,drop=0.05,delay=0.1`.
+    /// Faults for the embedded broker, e.g. `duplicate=0.2,reorder=0.1,drop=0.05,delay=0.1`
+    /// (`lose=0.01`: confirmed, then lost — the demo then fails, as it should).
     #[arg(long)]
     inject: Option<String>,
     /// PostgreSQL server for the services' databases (one database per service and run)
@@ -65,6 +66,8 @@ struct DemoOutput<'a> {
 #[derive(Serialize)]
 struct FaultsInjected {
     dropped: u64,
+    /// Confirmed to the publisher, then lost (`lose=`): only reconciliation can see these.
+    lost: u64,
     duplicated: u64,
     reordered: u64,
     delayed: u64,
@@ -109,6 +112,7 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
         .and_then(|_| orderflow_broker::memory::fault_stats(&broker))
         .map(|stats| FaultsInjected {
             dropped: stats.dropped,
+            lost: stats.lost,
             duplicated: stats.duplicated,
             reordered: stats.reordered,
             delayed: stats.delayed,
@@ -137,9 +141,9 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
         );
         if let Some(faults) = &faults_injected {
             println!(
-                "  faults injected by the broker: {} publishes lost (no confirm), {} deliveries \
-                 duplicated, {} reordered, {} delayed",
-                faults.dropped, faults.duplicated, faults.reordered, faults.delayed
+                "  faults injected by the broker: {} publishes lost (no confirm), {} confirmed \
+                 then lost, {} deliveries duplicated, {} reordered, {} delayed",
+                faults.dropped, faults.lost, faults.duplicated, faults.reordered, faults.delayed
             );
         }
         print!("{}", report.render());

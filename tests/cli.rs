@@ -289,3 +289,38 @@ async fn reconcile_fails_on_effects_for_an_order_nobody_placed() {
     broker.close().await.expect("closed");
     stack.stop().await.expect("graceful stop");
 }
+
+/// The one fault nothing on the way can repair: the broker confirms a publish and then
+/// loses the message. The outbox marks it sent, no consumer ever sees it — only
+/// reconciliation can tell, and the demo must say so with its exit status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_demo_fails_when_the_broker_loses_confirmed_messages() {
+    let output = tokio::task::spawn_blocking(|| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_orderflow"))
+            .args(["demo", "--orders", "40", "--json", "--deadline-secs", "120"])
+            .args(["--inject", "lose=0.05,seed=11"])
+            .output()
+    })
+    .await
+    .expect("not cancelled")
+    .expect("orderflow demo runs");
+    eprintln!("{}", String::from_utf8_lossy(&output.stderr));
+    let report = json(&output);
+    assert!(
+        !output.status.success(),
+        "confirmed-then-lost messages must fail the demo: {report}"
+    );
+    assert!(
+        report["faults_injected"]["lost"].as_u64() > Some(0),
+        "{report}"
+    );
+    let missing: u64 = report["missing"]
+        .as_object()
+        .expect("missing per stage")
+        .values()
+        .filter_map(serde_json::Value::as_u64)
+        .sum();
+    assert!(missing > 0, "reconciliation sees what was lost: {report}");
+    assert_eq!(report["exact"], false, "{report}");
+    assert_eq!(report["placed"], 40, "every order is stored: {report}");
+}

@@ -177,6 +177,20 @@ fn assert_exact(report: &Report, orders: usize) {
     assert!(report.paid > 0);
     assert_eq!(report.points_total, report.points_expected);
     assert_eq!(report.sms_sent, report.paid);
+    // Counted at the gateways, in their own books: one charge, one text per paid order.
+    assert_eq!(
+        report.charges_made, report.paid,
+        "charges made at the gateway"
+    );
+    assert_eq!(
+        report.texts_dispatched, report.paid,
+        "texts dispatched at the gateway"
+    );
+    assert_eq!(
+        report.orphans_total(),
+        0,
+        "no effect for an order nobody placed"
+    );
 }
 
 /// Places `orders` orders on an in-process stack over `broker` and reconciles.

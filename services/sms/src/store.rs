@@ -1,8 +1,10 @@
 //! The `sms_messages` table: one row per order, the text the gateway accepted.
 //!
 //! `order_id` is unique: together with the idempotency claim in the same transaction, it is
-//! what makes "exactly one SMS per order" hold even when the payment event arrives twice,
-//! or is handled by two copies of the service.
+//! what makes "exactly one SMS record per order" hold even when the payment event arrives
+//! twice, or is handled by two copies of the service. That the customer got one *text* is
+//! the gateway's part (its idempotency key) and is counted in the gateway's own books
+//! (`crate::gateway`), which this table's UNIQUE constraint could never show doubled.
 
 use chrono::{DateTime, Utc};
 use orderflow_kit::db::{Db, Migrations};

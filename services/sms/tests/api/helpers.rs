@@ -2,7 +2,7 @@
 //! (its own memory broker, its own database, a free port).
 
 use orderflow_kit::testkit;
-pub use orderflow_kit::testkit::{drain, Store, TestApp};
+pub use orderflow_kit::testkit::{drain, Store, TestApp, PATIENCE};
 use orderflow_sms::{config::SmsConfig, startup};
 
 /// Starts an SMS service on `store`, with its configuration adjusted by `configure`.

@@ -174,6 +174,11 @@ impl MemoryBroker {
                     .into(),
             });
         }
+        if decisions.lost {
+            // Confirmed, then gone: the publisher has its Ok, no group will ever see it.
+            self.inner.faults.lost.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
         let key_hash = hash_key(&envelope.key);
         let count = groups.len();
         let mut envelope = Some(envelope);
@@ -190,6 +195,7 @@ impl MemoryBroker {
                     sequence: self.inner.next_sequence.fetch_add(1, Ordering::Relaxed),
                     key_hash,
                     envelope: envelope.clone(),
+                    twin: copy == 1,
                 };
                 if copy == 1 {
                     self.inner.faults.duplicated.fetch_add(1, Ordering::Relaxed);

@@ -79,6 +79,7 @@ pub(super) fn spawn(
                         dead_letters: dead_letters.clone(),
                         sequence: message.sequence,
                         key_hash: message.key_hash,
+                        twin: message.twin,
                         envelope: Some(message.envelope),
                         _credit: permit,
                     }),
@@ -105,12 +106,19 @@ struct MemorySettle {
     dead_letters: Arc<Group>,
     sequence: u64,
     key_hash: u64,
+    /// An injected duplicate, which holds no ownership of its key (see `group.rs`).
+    twin: bool,
     /// Kept for putting the message back when the delivery is abandoned.
     envelope: Option<Envelope>,
     _credit: OwnedSemaphorePermit,
 }
 
 impl MemorySettle {
+    /// The key this delivery's consumer holds, released when it settles.
+    fn owned_key(&self) -> Option<u64> {
+        (!self.twin).then_some(self.key_hash)
+    }
+
     fn enqueue_new(group: &Group, envelope: Envelope) {
         let key_hash = hash_key(&envelope.key);
         let sequence = group.next_sequence();
@@ -121,6 +129,7 @@ impl MemorySettle {
                 sequence,
                 key_hash,
                 envelope,
+                twin: false,
             },
         );
         group.wake(state);
@@ -130,13 +139,13 @@ impl MemorySettle {
 #[async_trait]
 impl Settle for MemorySettle {
     async fn ack(self: Box<Self>) -> Result<()> {
-        self.group.settle(self.key_hash, None);
+        self.group.settle(self.owned_key(), None);
         Ok(())
     }
 
     async fn retry(self: Box<Self>, envelope: Envelope, delay: Duration) -> Result<()> {
         let group = self.group.clone();
-        self.group.settle(self.key_hash, None);
+        self.group.settle(self.owned_key(), None);
         lock(&group.state).held += 1;
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
@@ -148,7 +157,7 @@ impl Settle for MemorySettle {
 
     async fn dead_letter(self: Box<Self>, envelope: Envelope) -> Result<()> {
         MemorySettle::enqueue_new(&self.dead_letters, envelope);
-        self.group.settle(self.key_hash, None);
+        self.group.settle(self.owned_key(), None);
         Ok(())
     }
 
@@ -158,7 +167,8 @@ impl Settle for MemorySettle {
             sequence: self.sequence,
             key_hash: self.key_hash,
             envelope,
+            twin: self.twin,
         };
-        self.group.settle(self.key_hash, Some(message));
+        self.group.settle(self.owned_key(), Some(message));
     }
 }

@@ -1,6 +1,17 @@
-//! Fault injection: the seeded decisions (drop, duplicate, reorder, delay) taken per
+//! Fault injection: the seeded decisions (drop, lose, duplicate, reorder, delay) taken per
 //! published message, the holding back of reordered and delayed messages, and the counters
 //! [`fault_stats`] reads.
+//!
+//! Two of them stage what no consumer-side cure can see coming:
+//!
+//! - `duplicate` enqueues a *twin* of the message that stands outside per-key ownership
+//!   and goes to a consumer other than the one holding the original (see `group.rs`): with
+//!   two or more consumers in a group, both copies run at the same time, as when a real
+//!   broker redelivers a message whose first delivery is still being handled. With one
+//!   consumer, the twin follows its original.
+//! - `lose` confirms the publish (`Ok`) and then loses the message for every group — a
+//!   broker that acknowledged and then failed. No retry can help, since the publisher was
+//!   told it worked; only reconciliation sees the missing effects.
 
 use std::{
     sync::{
@@ -26,6 +37,8 @@ const REORDER_WINDOW: Duration = Duration::from_millis(20);
 pub struct FaultStats {
     /// Publishes that were "lost in transit" (the publisher got an error).
     pub dropped: u64,
+    /// Publishes confirmed (`Ok`) and then lost: no group received them.
+    pub lost: u64,
     /// Extra copies delivered to a group.
     pub duplicated: u64,
     /// Messages a group received after later ones.
@@ -37,8 +50,10 @@ pub struct FaultStats {
 /// The faults injected into messages published through one handle.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Faults {
-    /// Probability that a publish is lost before the broker takes it.
+    /// Probability that a publish is lost before the broker takes it (an error).
     pub drop: f64,
+    /// Probability that a publish is confirmed and then lost (`Ok`, never delivered).
+    pub lose: f64,
     /// Probability that a group gets a message twice.
     pub duplicate: f64,
     /// Probability that a group gets a message after later ones.
@@ -53,7 +68,11 @@ pub struct Faults {
 
 impl Faults {
     fn any(&self) -> bool {
-        self.drop > 0.0 || self.duplicate > 0.0 || self.reorder > 0.0 || self.delay > 0.0
+        self.drop > 0.0
+            || self.lose > 0.0
+            || self.duplicate > 0.0
+            || self.reorder > 0.0
+            || self.delay > 0.0
     }
 }
 
@@ -68,6 +87,7 @@ pub fn fault_stats(url: &str) -> Option<FaultStats> {
 #[derive(Default)]
 pub(super) struct FaultCounters {
     pub(super) dropped: AtomicU64,
+    pub(super) lost: AtomicU64,
     pub(super) duplicated: AtomicU64,
     reordered: AtomicU64,
     delayed: AtomicU64,
@@ -77,6 +97,7 @@ impl FaultCounters {
     fn snapshot(&self) -> FaultStats {
         FaultStats {
             dropped: self.dropped.load(Ordering::Relaxed),
+            lost: self.lost.load(Ordering::Relaxed),
             duplicated: self.duplicated.load(Ordering::Relaxed),
             reordered: self.reordered.load(Ordering::Relaxed),
             delayed: self.delayed.load(Ordering::Relaxed),
@@ -107,12 +128,15 @@ impl FaultInjector {
         if !self.faults.any() {
             return Decisions {
                 dropped: false,
+                lost: false,
                 per_group: vec![GroupFault::default(); groups],
             };
         }
         let faults = self.faults;
         let mut rng = lock(&self.rng);
         let dropped = rng.random_bool(faults.drop);
+        // Drawn only when asked for, so a seed gives the same other faults as before.
+        let lost = !dropped && faults.lose > 0.0 && rng.random_bool(faults.lose);
         let per_group = (0..groups)
             .map(|_| GroupFault {
                 duplicate: rng.random_bool(faults.duplicate),
@@ -125,7 +149,11 @@ impl FaultInjector {
                 }),
             })
             .collect();
-        Decisions { dropped, per_group }
+        Decisions {
+            dropped,
+            lost,
+            per_group,
+        }
     }
 }
 
@@ -133,6 +161,8 @@ impl FaultInjector {
 pub(super) struct Decisions {
     /// Lost before the broker takes it.
     pub(super) dropped: bool,
+    /// Confirmed, then lost.
+    pub(super) lost: bool,
     /// What happens on the way to each bound group.
     pub(super) per_group: Vec<GroupFault>,
 }
@@ -234,6 +264,64 @@ mod tests {
             delivery.ack().await.unwrap();
         }
         assert_eq!(fault_stats(&url).unwrap().duplicated, 1);
+    }
+
+    /// The race a real broker produces on a channel loss or a rebalance: the second copy
+    /// reaches another consumer of the group while the first is still unacked.
+    #[tokio::test]
+    async fn duplicate_fault_delivers_the_copies_at_once_to_two_consumers() {
+        let url = format!(
+            "memory://dup-race-{}?duplicate=1&seed=1",
+            uuid::Uuid::now_v7().simple()
+        );
+        let broker = MemoryBroker::from_url(&url).unwrap();
+        let mut first = broker
+            .subscribe(Subscription::new("g", ["t"]))
+            .await
+            .unwrap();
+        let mut second = broker
+            .subscribe(Subscription::new("g", ["t"]))
+            .await
+            .unwrap();
+        let sent = Envelope::new("t", "k", "x");
+        broker.publish(sent.clone()).await.unwrap();
+        let patience = Duration::from_secs(5);
+        // Whichever consumer got a copy first holds it unacked while the other must get
+        // the second copy.
+        let (held, other) = tokio::select! {
+            delivery = first.next_within(patience) => (delivery, &mut second),
+            delivery = second.next_within(patience) => (delivery, &mut first),
+        };
+        let held = held.expect("one consumer gets a copy");
+        let twin = other
+            .next_within(patience)
+            .await
+            .expect("the other consumer gets the second copy while the first is unacked");
+        assert_eq!(held.envelope().id, sent.id);
+        assert_eq!(twin.envelope().id, sent.id);
+        held.ack().await.unwrap();
+        twin.ack().await.unwrap();
+        let subscription = Subscription::new("g", ["t"]);
+        assert_eq!(broker.backlog(&subscription).await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn lose_fault_confirms_the_publish_and_delivers_nothing() {
+        let url = format!("memory://lose-{}?lose=1", uuid::Uuid::now_v7().simple());
+        let broker = MemoryBroker::from_url(&url).unwrap();
+        let subscription = Subscription::new("g", ["t"]);
+        broker.declare(&subscription).await.unwrap();
+        broker
+            .publish(Envelope::new("t", "k", "x"))
+            .await
+            .expect("confirmed");
+        assert_eq!(
+            broker.backlog(&subscription).await.unwrap(),
+            0,
+            "no group holds it"
+        );
+        let stats = fault_stats(&url).unwrap();
+        assert_eq!((stats.lost, stats.dropped), (1, 0));
     }
 
     #[tokio::test]

@@ -1,5 +1,6 @@
 //! One consumer group's queue: messages kept in publish order, per-key ownership (while a
-//! consumer holds unacked messages of a key, the group's other consumers skip that key),
+//! consumer holds unacked messages of a key, the group's other consumers skip that key —
+//! except an injected duplicate's twin, which seeks out another consumer; see `faults.rs`),
 //! a bounded capacity that makes publishers wait, and the backlog count.
 
 use std::{
@@ -28,6 +29,11 @@ pub(super) struct Message {
     /// The hash of its key, what per-key ownership is tracked by.
     pub(super) key_hash: u64,
     pub(super) envelope: Envelope,
+    /// An injected duplicate (see `faults.rs`): it stands outside per-key ownership and
+    /// goes to a consumer *other* than the one holding its key, so the two copies run at
+    /// the same time on two consumers — the race a real broker produces when it redelivers
+    /// a message whose first delivery is still running (a channel loss, a rebalance).
+    pub(super) twin: bool,
 }
 
 /// One consumer group's queue.
@@ -129,20 +135,26 @@ impl Group {
         while batch.len() < most && index < state.ready.len() && scanned < SCAN_LIMIT {
             scanned += 1;
             let key_hash = state.ready[index].key_hash;
-            let free = match state.owners.get(&key_hash) {
-                None => true,
-                Some((owner, _)) => *owner == consumer,
+            let twin = state.ready[index].twin;
+            let owner = state.owners.get(&key_hash).map(|(owner, _)| *owner);
+            let free = match (owner, twin) {
+                (None, _) => true,
+                (Some(owner), false) => owner == consumer,
+                // A twin avoids the consumer that holds its key (likely its original).
+                (Some(owner), true) => owner != consumer,
             };
             if !free {
                 index += 1;
                 continue;
             }
             let message = state.ready.remove(index).expect("index is in bounds");
-            state
-                .owners
-                .entry(key_hash)
-                .and_modify(|(_, held)| *held += 1)
-                .or_insert((consumer, 1));
+            if !twin {
+                state
+                    .owners
+                    .entry(key_hash)
+                    .and_modify(|(_, held)| *held += 1)
+                    .or_insert((consumer, 1));
+            }
             state.in_flight += 1;
             batch.push(message);
         }
@@ -172,14 +184,17 @@ impl Group {
         }
     }
 
-    /// A delivery of `key_hash` is settled; if `requeue`, the message goes back to its place.
-    pub(super) fn settle(&self, key_hash: u64, requeue: Option<Message>) {
+    /// A delivery is settled, releasing its consumer's hold on `owned_key` (`None` for a
+    /// twin, which never held it); if `requeue`, the message goes back to its place.
+    pub(super) fn settle(&self, owned_key: Option<u64>, requeue: Option<Message>) {
         let mut state = lock(&self.state);
         state.in_flight -= 1;
-        if let Some((_, held)) = state.owners.get_mut(&key_hash) {
-            *held -= 1;
-            if *held == 0 {
-                state.owners.remove(&key_hash);
+        if let Some(key_hash) = owned_key {
+            if let Some((_, held)) = state.owners.get_mut(&key_hash) {
+                *held -= 1;
+                if *held == 0 {
+                    state.owners.remove(&key_hash);
+                }
             }
         }
         if let Some(message) = requeue {

@@ -16,20 +16,22 @@
 //! - **Per-key order with competing consumers.** While a consumer holds unacked messages
 //!   of a key, no other consumer of the group is given messages of that key — the dynamic
 //!   cousin of Kafka's partition ownership. One consumer may hold several messages of a key
-//!   (up to its prefetch); they reach it in publish order.
+//!   (up to its prefetch); they reach it in publish order. The one exception is staged on
+//!   purpose: the second copy of an injected `duplicate` goes to another consumer at once.
 //! - **Bounded capacity with back-pressure.** A group queue holds at most `capacity`
 //!   waiting messages (default 100,000); `publish` waits for room instead of growing
 //!   without bound — what a real broker's flow control does to a fast producer.
 //! - **Dead letters.** `<group>.dlq` is a group queue of its own.
 //!
-//! ## Fault injection (`memory://name?drop=0.05&duplicate=0.2&reorder=0.1&delay=0.1&seed=7`)
+//! ## Fault injection (`memory://name?drop=0.05&lose=0.01&duplicate=0.2&reorder=0.1&delay=0.1&seed=7`)
 //!
 //! Each fault is a probability, decided per message with a seeded random generator:
 //!
 //! | parameter | what happens | what pays it down |
 //! | --- | --- | --- |
 //! | `drop` | the message is lost on its way to the broker: `publish` gets no confirm and returns an error | publisher confirms + the outbox relay publishing again |
-//! | `duplicate` | a group receives the message twice (same id) | idempotent consumers |
+//! | `lose` | the broker confirms the publish (`Ok`), then loses the message: no group ever sees it | nothing on the way can — the publisher was told it worked; reconciliation finds the missing effects |
+//! | `duplicate` | a group receives the message twice (same id); with two or more consumers in the group the copies run at the same time on two of them | idempotent consumers, idempotency keys at the gateways |
 //! | `reorder` | a group receives the message after up to 3 later ones (or 20 ms later) | per-key serialisation, state checks |
 //! | `delay` | a group receives the message up to `delay_ms` (default 100) later | nothing needed but patience; reconciliation waits |
 //!
@@ -41,7 +43,7 @@
 //! | file | concept |
 //! | --- | --- |
 //! | `url.rs` | `memory://name?…`: the broker's name, its fault settings and capacity |
-//! | `faults.rs` | the seeded drop / duplicate / reorder / delay decisions and their counters |
+//! | `faults.rs` | the seeded drop / lose / duplicate / reorder / delay decisions and their counters |
 //! | `group.rs` | one group's queue: per-key ownership, back-pressure, backlog |
 //! | `consumer.rs` | one consumer of a group: prefetch credit, taking batches, settling (ack, retry, dead letter, redelivery at the original place) |
 //! | `broker.rs` | the named registry, [`MemoryBroker`] and its `Publisher` / `Subscriber` / `Broker` impls |

@@ -1,4 +1,4 @@
-//! `memory://name?drop=…&duplicate=…&reorder=…&delay=…&delay_ms=…&seed=…&capacity=…`:
+//! `memory://name?drop=…&lose=…&duplicate=…&reorder=…&delay=…&delay_ms=…&seed=…&capacity=…`:
 //! what a memory URL says — which named broker, which faults to inject, how many waiting
 //! messages a group queue holds.
 
@@ -63,6 +63,7 @@ pub(super) fn parse(url: &str) -> Result<Settings> {
         };
         match parameter {
             "drop" => faults.drop = probability()?,
+            "lose" => faults.lose = probability()?,
             "duplicate" => faults.duplicate = probability()?,
             "reorder" => faults.reorder = probability()?,
             "delay" => faults.delay = probability()?,
@@ -73,8 +74,8 @@ pub(super) fn parse(url: &str) -> Result<Settings> {
                 return Err(invalid(
                     url,
                     &format!(
-                        "unknown parameter `{other}` (known: drop, duplicate, reorder, delay, \
-                         delay_ms, seed, capacity)"
+                        "unknown parameter `{other}` (known: drop, lose, duplicate, reorder, \
+                         delay, delay_ms, seed, capacity)"
                     ),
                 ))
             }
