@@ -8,6 +8,7 @@
 #
 #   ORDERFLOW_RELIABILITY_PROFILE=debug   use debug binaries (faster to build, slower to run)
 #   ORDERFLOW_RELIABILITY_RATE=250        orders per second
+#   ORDERFLOW_RELIABILITY_BACKENDS="rabbitmq kafka"   which backends (RELIABILITY.md says which ran)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/brokers.sh
@@ -15,12 +16,13 @@ source scripts/lib/brokers.sh
 orders=${1:-10000}
 rate=${ORDERFLOW_RELIABILITY_RATE:-250}
 profile=${ORDERFLOW_RELIABILITY_PROFILE:-release}
+backends=${ORDERFLOW_RELIABILITY_BACKENDS:-rabbitmq kafka}
 run_dir=$(mktemp -d /tmp/orderflow-reliability.XXXXXX)
 trap 'rm -rf "$run_dir"' EXIT
 
 ensure_postgres
 ensure_postgres_access
-ensure_tansu_binary
+case " $backends " in *" kafka "*) ensure_tansu_binary ;; esac
 command -v rabbitmq-server >/dev/null || apt_install rabbitmq-server
 export ORDERFLOW_DATABASE_URL=${ORDERFLOW_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 export ORDERFLOW_TANSU_BIN="$TANSU_BIN"
@@ -35,7 +37,7 @@ bin="target/$profile"
 
 status=0
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
-for backend in rabbitmq kafka; do
+for backend in $backends; do
   log "chaos all-at-once on $backend, $orders orders at $rate/s"
   started=$(date +%s)
   if ! "$bin/orderflow" chaos all-at-once --broker "$backend" --orders "$orders" --rate "$rate" \
@@ -50,7 +52,7 @@ for backend in rabbitmq kafka; do
 done
 
 ORDERFLOW_LOAD_BEFORE="$load_before" ORDERFLOW_PROFILE="$profile" ORDERFLOW_RATE="$rate" \
-  python3 - "$run_dir" >RELIABILITY.md <<'PY'
+  python3 - "$run_dir" $backends >RELIABILITY.md <<'PY'
 import datetime, json, os, platform, subprocess, sys
 
 def sh(command):
@@ -61,7 +63,7 @@ def sh(command):
 
 run_dir = sys.argv[1]
 runs = []
-for backend in ("rabbitmq", "kafka"):
+for backend in sys.argv[2:]:
     with open(f"{run_dir}/{backend}.json") as f:
         ledger = json.loads(f.read().strip().splitlines()[-1])
     with open(f"{run_dir}/{backend}.seconds") as f:
