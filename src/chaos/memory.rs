@@ -90,7 +90,7 @@ pub(crate) async fn run(run: &ChaosRun) -> anyhow::Result<Ledger> {
             },
         )
         .await?;
-        let expected = super::poison::publish(&poison_url, setup.poison).await?;
+        let expected = super::poison::publish(&poison_url, 0, setup.poison).await?;
         Ok::<_, anyhow::Error>((expected, Some(started.elapsed())))
     };
     let (sent, poisoned) = tokio::join!(place, poison);

@@ -32,16 +32,18 @@ pub(crate) async fn inject(fault: &mut Fault<'_>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Publishes `count` poison messages through a connection of their own to `broker_url`,
-/// round robin over every topic, and returns how many dead letters they must produce.
-pub(crate) async fn publish(broker_url: &str, count: usize) -> anyhow::Result<u64> {
+/// Publishes poison messages `first..first + count` through a connection of their own to
+/// `broker_url`, round robin over every topic (message `n` goes to topic `n mod 5`, so
+/// bursts that continue the numbering cover every topic), and returns how many dead
+/// letters they must produce.
+pub(crate) async fn publish(broker_url: &str, first: usize, count: usize) -> anyhow::Result<u64> {
     if count == 0 {
         return Ok(0);
     }
     let broker = orderflow_broker::connect(broker_url).await?;
     let topics = orderflow_events::topics::ALL;
     let mut expected = 0;
-    let poison: Vec<Envelope> = (0..count)
+    let poison: Vec<Envelope> = (first..first + count)
         .map(|n| {
             let topic = topics[n % topics.len()];
             expected += receivers(topic);

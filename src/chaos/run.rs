@@ -71,7 +71,8 @@ impl Fault<'_> {
     /// (never through the proxy: the poison is not what is being cut).
     pub(crate) async fn publish_poison(&mut self, count: usize) -> anyhow::Result<()> {
         let url = self.node.url();
-        let expected = super::poison::publish(&url, count).await?;
+        let first = self.poison_published as usize;
+        let expected = super::poison::publish(&url, first, count).await?;
         self.poison_published += count as u64;
         self.dead_letters_expected += expected;
         self.note(format!(
