@@ -83,8 +83,12 @@ print()
 print(f"- measured: {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}")
 print(f"- machine: {os.cpu_count()} cores ({cpu}), {memory_gib} GiB, {platform.system()} {platform.release()}; "
       f"load average when the run began: {os.environ.get('ORDERFLOW_LOAD_BEFORE', 'unknown')} (1, 5, 15 min)")
-print(f"- brokers: a RabbitMQ {rabbit_version} node of the run's own (own ports and data); tansu 0.6.0 "
-      f"(Kafka protocol, SQLite storage) of the run's own; PostgreSQL {postgres_version}, a database per service")
+brokers = {
+    "rabbitmq": f"a RabbitMQ {rabbit_version} node of the run's own (own ports and data)",
+    "kafka": "tansu 0.6.0 (Kafka protocol, SQLite storage) of the run's own",
+}
+print(f"- brokers: {'; '.join(brokers[run['backend']] for run in runs)}; "
+      f"PostgreSQL {postgres_version}, a database per service")
 print(f"- settings: `orderflow chaos all-at-once --broker B --orders {orders:,} --rate {os.environ.get('ORDERFLOW_RATE')}` "
       f"({os.environ.get('ORDERFLOW_PROFILE')} binaries); the five services as separate processes, two copies of each "
       "consumer service; the order service (and on RabbitMQ payment) reach the broker through the run's TCP proxy "

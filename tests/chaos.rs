@@ -53,7 +53,13 @@ fn chaos_run(scenario: Scenario, backend: Backend) -> Option<ChaosRun> {
         scenario,
         backend,
         orders: ORDERS,
-        rate_per_s: RATE_PER_S,
+        // In process nothing but the CPU limits the rate; a faster stream keeps the
+        // in-process runs short.
+        rate_per_s: if backend == Backend::Memory {
+            4.0 * RATE_PER_S
+        } else {
+            RATE_PER_S
+        },
         postgres: postgres.map(|url| chaos::server_of(&url)),
         tansu_bin,
         binaries: chaos::binaries_beside_executable().expect("the test binary has a directory"),
