@@ -93,10 +93,10 @@ print(f"- settings: `orderflow chaos all-at-once --broker B --orders {orders:,} 
       f"({os.environ.get('ORDERFLOW_PROFILE')} binaries); the five services as separate processes, two copies of each "
       "consumer service; the order service (and on RabbitMQ payment) reach the broker through the run's TCP proxy "
       "(on Kafka every service does: the broker advertises the proxy)")
-print("- the fault window (each run's timeline below): poison published, the network cut, SMS and points copies "
-      "killed with SIGKILL during the cut, the broker killed with SIGKILL, network restored, broker restarted, more "
-      "poison, a rolling SIGTERM restart of payment and logging, the order service aborted by the failpoint "
-      "`outbox-after-confirm` (after the broker confirmed a batch, before the outbox mark) and restarted without it")
+print("- the fault window (each run's timeline below): the order service aborted by the failpoint "
+      "`outbox-after-confirm` (after the broker confirmed a batch, before the outbox mark) and restarted without it, "
+      "poison published, the network cut, SMS and points copies killed with SIGKILL during the cut, the broker killed "
+      "with SIGKILL, network restored, broker restarted, more poison, a rolling SIGTERM restart of payment and logging")
 print("- what each line means: `src/chaos/ledger.rs`")
 print()
 fields = [

@@ -1,8 +1,12 @@
-//! `all-at-once`: every fault of the suite in one window while orders stream in — poison
-//! mixed in, the network cut, consumers killed while it is cut, the broker killed and
-//! restarted, a rolling restart of two copies, and the order service's crash between the
-//! broker's confirm and the outbox mark. Back to back, overlapping where they can
-//! (the services killed during the cut come back while the broker is still recovering).
+//! `all-at-once`: every fault of the suite in one window while orders stream in — the order
+//! service's crash between the broker's confirm and the outbox mark, poison mixed in, the
+//! network cut, consumers killed while it is cut, the broker killed and restarted, a
+//! rolling restart of two copies. Back to back, overlapping where they can (the services
+//! killed during the cut come back while the broker is still recovering).
+//!
+//! The order service's crash comes first: the failpoint fires on the relay's next
+//! confirmed batch, so it needs orders still arriving (the ones the client retried while
+//! the order service was down are enough), which at the end of the window they may not be.
 
 use super::{kill_order_relay, network_cut, rolling_restart, run::Fault, Setup};
 
@@ -21,6 +25,7 @@ pub(crate) fn setup(orders: usize) -> Setup {
 
 /// The whole list, in one window.
 pub(crate) async fn inject(fault: &mut Fault<'_>) -> anyhow::Result<()> {
+    kill_order_relay::crash_after_confirm(fault).await?;
     let poison = fault.poison;
     fault.publish_poison(poison / 2).await?;
     let proxy = fault
@@ -44,6 +49,5 @@ pub(crate) async fn inject(fault: &mut Fault<'_>) -> anyhow::Result<()> {
     fault.note("sms-1 and points-2 restarted and ready");
     fault.publish_poison(poison - poison / 2).await?;
     rolling_restart::restart_copies(fault, "payment").await?;
-    rolling_restart::restart_copies(fault, "logging").await?;
-    kill_order_relay::crash_after_confirm(fault).await
+    rolling_restart::restart_copies(fault, "logging").await
 }
