@@ -1,7 +1,8 @@
 //! # orderflow
 //!
 //! The command line's library: everything `orderflow demo`, `orderflow place`,
-//! `orderflow reconcile`, `orderflow bench` and `orderflow load` do, usable from the end-to-end tests in `tests/`.
+//! `orderflow reconcile`, `orderflow bench`, `orderflow load` and `orderflow chaos` do,
+//! usable from the end-to-end tests in `tests/`.
 //!
 //! - [`stack`] — the five services started in this process (the demo) or as separate
 //!   processes (the end-to-end tests, `scripts/up.sh`).
@@ -9,9 +10,11 @@
 //! - [`place`] — the demo's orders, placed through the real HTTP API.
 //! - [`reconcile`] — reads every service's own store and says what is missing or doubled.
 //! - [`bench`] — the broker abstraction against the raw clients.
+//! - [`chaos`] — the fault suite: kill, cut, restart, poison mid-run, and the ledger.
 //! - [`load`] — the open-loop load test: API latency, the journey stage by stage, backlogs.
 
 pub mod bench;
+pub mod chaos;
 pub mod demo;
 pub mod load;
 pub mod place;

@@ -6,17 +6,20 @@
 //! orderflow place --url URL --orders N [--rate R]     # orders into running services
 //! orderflow reconcile [--wait-for N --deadline S] [--json]   # check running services
 //! cargo run --release -- load --burst 10x:10s@10s --duration 40s --out DIR   # open-loop load test
+//! orderflow chaos <scenario> [--broker rabbitmq|kafka|memory] [--orders N] [--json]   # the fault suite
 //! ```
 //!
 //! `demo` and `reconcile` exit with status 1 when anything is missing, doubled or orphaned
 //! (an effect for an order the order service does not have), and when the orders stored
 //! are not the orders asked for: `demo` stores exactly `--orders`, `reconcile --wait-for N`
 //! expects exactly N (fewer settled before the deadline fails, and so do more — orders
-//! nobody asked for). `place` exits with 1 when an order could not be placed.
+//! nobody asked for). `place` exits with 1 when an order could not be placed; `chaos` when
+//! its ledger shows anything lost or doubled (or dead letters that are not exactly the
+//! poison it published).
 
 use std::time::Duration;
 
-use orderflow::{bench, demo, load, place, reconcile};
+use orderflow::{bench, chaos, demo, load, place, reconcile};
 
 use clap::{Parser, Subcommand};
 
@@ -53,6 +56,10 @@ enum Command {
     /// Offers orders at a fixed rate (open loop, with an optional burst) and measures the
     /// API latency, every stage of the journey and every consumer group's backlog.
     Load(load::Args),
+    /// Runs one fault scenario on a broker node and services of its own and prints the
+    /// ledger: sent, accepted, settled, lost, doubled, duplicates absorbed, dead letters,
+    /// time to recover.
+    Chaos(chaos::Args),
     /// Measures throughput.
     Bench {
         #[command(subcommand)]
@@ -85,6 +92,7 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
     let cli = Cli::parse();
     orderflow_kit::telemetry::init_with_default(match cli.command {
         Command::Bench { .. } => "info",
+        Command::Chaos(_) => "error",
         _ => "warn",
     });
     let exact = |exact: bool| {
@@ -99,6 +107,7 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
         Command::Load(args) => load::run(args)
             .await
             .map(|()| std::process::ExitCode::SUCCESS),
+        Command::Chaos(args) => chaos::run_cli(args).await.map(exact),
         Command::Place(args) => place::run(args)
             .await
             .map(|()| std::process::ExitCode::SUCCESS),

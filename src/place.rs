@@ -172,13 +172,26 @@ pub async fn place_orders(
 /// One order: POST with its own Idempotency-Key, retried on network errors and 5xx.
 async fn place_one(client: &reqwest::Client, url: &str, index: usize) -> anyhow::Result<String> {
     let key = uuid::Uuid::now_v7().to_string();
+    place_with_key(client, url, index, &key).await
+}
+
+/// The `index`th demo order, POSTed to `url` (`…/orders`) under `key` as its
+/// Idempotency-Key, retried a few times on network errors and 5xx. A caller that retries
+/// further (`orderflow chaos`, while the order service restarts) passes the same key
+/// again, so a first attempt that was stored but never answered is found, not doubled.
+pub async fn place_with_key(
+    client: &reqwest::Client,
+    url: &str,
+    index: usize,
+    key: &str,
+) -> anyhow::Result<String> {
     let body = demo_order(index);
     let mut attempt = 0;
     loop {
         attempt += 1;
         let response = client
             .post(url)
-            .header("Idempotency-Key", &key)
+            .header("Idempotency-Key", key)
             .json(&body)
             .timeout(Duration::from_secs(30))
             .send()

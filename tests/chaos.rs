@@ -1,0 +1,154 @@
+//! The fault suite under test: every `orderflow chaos` scenario on RabbitMQ and on Kafka
+//! (a node of each run's own, the services as separate processes of their real binaries,
+//! 1,000 orders each), and the in-process equivalents on the memory broker. Each test
+//! asserts from the ledger: nothing lost, nothing doubled, and the dead letters exactly
+//! the poison published.
+//!
+//! Needs RabbitMQ installed (a node of its own is started; the shared one is not
+//! touched), `ORDERFLOW_TANSU_BIN`, `ORDERFLOW_DATABASE_URL` (PostgreSQL: the replicas of
+//! a service share a database) and the service binaries built with the order service's
+//! `failpoints` feature. Without them a test skips with the reason; with `CI=true` it
+//! fails.
+//!
+//! ```text
+//! cargo test --test chaos                      # all of it (scripts/test.sh runs it)
+//! cargo test --test chaos rabbitmq_broker      # one scenario on one backend
+//! ```
+
+use std::time::Duration;
+
+use orderflow::chaos::{self, Backend, ChaosRun, Ledger, Scenario};
+use orderflow_kit::testenv;
+
+/// Orders per run.
+const ORDERS: usize = 1000;
+/// Orders per second: 1,000 orders take five seconds, long enough for a fault to land
+/// mid-stream.
+const RATE_PER_S: f64 = 200.0;
+
+/// Runs on separate processes, one at a time: a run is a broker node and six to ten
+/// service processes with up to ten PostgreSQL connections each, and two at once can
+/// exhaust PostgreSQL's default `max_connections` of 100.
+static RUNS_AT_ONCE: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+
+/// The run for `scenario` on `backend`, or `None` (after saying why) when what it needs
+/// is missing outside CI.
+fn chaos_run(scenario: Scenario, backend: Backend) -> Option<ChaosRun> {
+    let postgres = match backend {
+        // In process, SQLite files are enough; with PostgreSQL at hand, use it too.
+        Backend::Memory => std::env::var("ORDERFLOW_DATABASE_URL").ok(),
+        _ => Some(testenv::require("ORDERFLOW_DATABASE_URL", "PostgreSQL")?),
+    };
+    let tansu_bin = match backend {
+        Backend::Kafka => Some(testenv::require("ORDERFLOW_TANSU_BIN", "the tansu binary")?.into()),
+        _ => None,
+    };
+    if backend == Backend::Rabbitmq && orderflow_nodes::RabbitNode::installed().is_none() {
+        let message = "RabbitMQ is not installed (a node of the test's own is started from it)";
+        assert!(!testenv::in_ci(), "CI=true and {message}");
+        eprintln!("SKIPPED: {message}");
+        return None;
+    }
+    Some(ChaosRun {
+        scenario,
+        backend,
+        orders: ORDERS,
+        // In process nothing but the CPU limits the rate; a faster stream keeps the
+        // in-process runs short.
+        rate_per_s: if backend == Backend::Memory {
+            4.0 * RATE_PER_S
+        } else {
+            RATE_PER_S
+        },
+        postgres: postgres.map(|url| chaos::server_of(&url)),
+        tansu_bin,
+        binaries: chaos::binaries_beside_executable().expect("the test binary has a directory"),
+        settle_deadline: Duration::from_secs(240),
+    })
+}
+
+/// Runs it and checks the ledger.
+async fn assert_survives(scenario: Scenario, backend: Backend) {
+    let Some(run) = chaos_run(scenario, backend) else {
+        return;
+    };
+    let ledger = match backend {
+        Backend::Memory => run.run().await,
+        _ => {
+            let _turn = RUNS_AT_ONCE.acquire().await.expect("never closed");
+            run.run().await
+        }
+    }
+    .unwrap_or_else(|error| panic!("{} on {}: {error:#}", scenario.name(), backend.name()));
+    eprintln!("{}", ledger.render());
+    assert_ledger(&ledger, scenario);
+}
+
+fn assert_ledger(ledger: &Ledger, scenario: Scenario) {
+    let json = serde_json::to_string(ledger).unwrap();
+    assert_eq!(
+        ledger.accepted, ORDERS as u64,
+        "not every order accepted: {json}"
+    );
+    assert_eq!(ledger.lost, 0, "orders or effects lost: {json}");
+    assert_eq!(ledger.doubled, 0, "effects doubled: {json}");
+    assert_eq!(
+        ledger.orphans, 0,
+        "effects for orders nobody placed: {json}"
+    );
+    assert_eq!(
+        ledger.settled, ledger.accepted,
+        "accepted orders not settled: {json}"
+    );
+    assert_eq!(
+        ledger.dead_letters, ledger.dead_letters_expected,
+        "dead letters are not exactly the poison: {json}"
+    );
+    if matches!(scenario, Scenario::Poison | Scenario::AllAtOnce) {
+        assert!(ledger.poison_published > 0, "no poison published: {json}");
+        assert!(ledger.dead_letters > 0, "poison not dead-lettered: {json}");
+    }
+    assert!(ledger.passed, "{json}");
+}
+
+macro_rules! scenario_tests {
+    ($($name:ident: $scenario:expr,)*) => {
+        mod rabbitmq {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    assert_survives($scenario, Backend::Rabbitmq).await;
+                }
+            )*
+        }
+        mod kafka {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    assert_survives($scenario, Backend::Kafka).await;
+                }
+            )*
+        }
+        mod memory {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    assert_survives($scenario, Backend::Memory).await;
+                }
+            )*
+        }
+    };
+}
+
+scenario_tests! {
+    kill_consumers: Scenario::KillConsumers,
+    kill_order_relay: Scenario::KillOrderRelay,
+    broker_restart: Scenario::BrokerRestart,
+    network_cut: Scenario::NetworkCut,
+    rolling_restart: Scenario::RollingRestart,
+    poison: Scenario::Poison,
+    all_at_once: Scenario::AllAtOnce,
+}
