@@ -113,7 +113,7 @@ fn assert_ledger(ledger: &Ledger, scenario: Scenario) {
 
 macro_rules! scenario_tests {
     ($($name:ident: $scenario:expr,)*) => {
-        mod rabbitmq {
+        mod on_rabbitmq {
             use super::*;
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -122,7 +122,7 @@ macro_rules! scenario_tests {
                 }
             )*
         }
-        mod kafka {
+        mod on_kafka {
             use super::*;
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -131,7 +131,7 @@ macro_rules! scenario_tests {
                 }
             )*
         }
-        mod memory {
+        mod on_memory {
             use super::*;
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

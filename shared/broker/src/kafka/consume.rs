@@ -15,7 +15,10 @@
 //! first would give its partitions to another member, which would resume from the last
 //! commit and do again what is still being finished here.
 
-use std::sync::{atomic::AtomicBool, atomic::Ordering, Arc, Mutex};
+use std::sync::{
+    atomic::{AtomicBool, AtomicU32, Ordering},
+    Arc, Mutex,
+};
 use std::time::Duration;
 
 use rdkafka::{
@@ -31,6 +34,7 @@ use super::{
     dead_letter::dead_letter_record,
     offsets::{offsets_list, Slot, Tracker},
     rebalance::ConsumerCallbacks,
+    rejoin,
     settle::KafkaSettle,
     wire::envelope_from,
 };
@@ -66,6 +70,11 @@ pub(super) struct Consumption {
     pub(super) settled: Notify,
     /// Counts assignments; `subscribe` waits for the first.
     pub(super) assignments: watch::Sender<u64>,
+    /// Since when the assignment has been empty; the poll loop rejoins the group when it
+    /// stays so (`rejoin.rs`).
+    pub(super) empty_since: rejoin::EmptySince,
+    /// Rejoins in a row that got an empty assignment again; reset by a non-empty one.
+    pub(super) rejoins: AtomicU32,
     /// Set once the consumer task has stopped: nothing is redelivered to it any more.
     pub(super) stopped: AtomicBool,
 }
@@ -124,6 +133,8 @@ pub(super) async fn start_consumer(
         sender: sender.downgrade(),
         settled: Notify::new(),
         assignments,
+        empty_since: watch::Sender::new(None),
+        rejoins: AtomicU32::new(0),
         stopped: AtomicBool::new(false),
     });
     let callbacks = ConsumerCallbacks {
@@ -143,6 +154,7 @@ pub(super) async fn start_consumer(
     tokio::spawn(consume(
         Arc::new(consumer),
         consumption,
+        topics.clone(),
         sender,
         Signals {
             stopped,
@@ -200,6 +212,24 @@ async fn intake_stopped(intake: &mut watch::Receiver<bool>) {
     let _ = intake.wait_for(|stopped| *stopped).await;
 }
 
+/// Leaves the group and joins it again, so that the coordinator computes a new
+/// assignment (see `rejoin.rs` for when and why).
+fn rejoin_group(consumer: &GroupConsumer, consumption: &Consumption, topics: &[String]) {
+    let attempt = consumption.rejoins.fetch_add(1, Ordering::AcqRel) + 1;
+    tracing::info!(
+        group = %consumption.group,
+        attempt,
+        "kafka: assigned no partition for {:?}; leaving and joining the group again",
+        rejoin::REJOIN_AFTER
+    );
+    consumption.empty_since.send_replace(None);
+    consumer.unsubscribe();
+    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+    if let Err(error) = consumer.subscribe(&names) {
+        tracing::warn!(group = %consumption.group, %error, "kafka: joining the group again failed");
+    }
+}
+
 /// Why the poll loop ended.
 #[derive(PartialEq)]
 enum Ended {
@@ -226,9 +256,11 @@ enum Ended {
 async fn consume(
     consumer: Arc<GroupConsumer>,
     consumption: Arc<Consumption>,
+    topics: Vec<String>,
     sender: mpsc::Sender<Delivery>,
     mut signals: Signals,
 ) {
+    let mut empty_since = consumption.empty_since.subscribe();
     // The committer runs beside this loop, so that commits wait neither for the next
     // record nor for a free slot in the channel.
     let committer = tokio::spawn(commit_loop(consumer.clone(), consumption.clone()));
@@ -253,6 +285,13 @@ async fn consume(
             // Told to stop while waiting for a record: the unused slot is given back.
             () = stop_requested(&mut signals.stopped, &mut signals.closing) => break Ended::Stopped,
             () = intake_stopped(&mut signals.intake_stopped) => break Ended::IntakeStopped,
+            // Assigned nothing for too long: leave and join again (`rejoin.rs`).
+            () = rejoin::empty_for_too_long(&mut empty_since),
+                if consumption.rejoins.load(Ordering::Acquire) < rejoin::MAX_REJOINS =>
+            {
+                rejoin_group(&consumer, &consumption, &topics);
+                continue;
+            }
             // The next record. Polling is also what runs librdkafka's callbacks for this
             // consumer: rebalances (`rebalance.rs`) and commit results happen in here.
             received = consumer.recv() => received,

@@ -14,6 +14,7 @@
 //! | `watermarks.rs` | reading where each partition ends, by fetching (tansu's ListOffsets is not to be trusted) |
 //! | `consume.rs` | one consumer per subscription: joining the group, the poll loop feeding the channel, stopping |
 //! | `rebalance.rs` | the consumer's librdkafka callbacks: partitions assigned and revoked, failed commits |
+//! | `rejoin.rs` | leaving and joining again when a restarted consumer was assigned nothing (a tansu quirk) |
 //! | `offsets.rs` | the offset tracker: only the contiguous settled prefix of a partition is committed |
 //! | `commit.rs` | the committer task that batches offset commits |
 //! | `settle.rs` | ack, in-process retry and dead letter of one delivery |
@@ -115,6 +116,7 @@ mod groups;
 mod offsets;
 mod produce;
 mod rebalance;
+mod rejoin;
 mod settle;
 mod topics;
 mod watermarks;

@@ -5,7 +5,7 @@
 //! `consumer.recv()` (`consume.rs`): a rebalance of the group waits until this consumer
 //! is polled again, and a callback must not block, or the loop stops with it.
 
-use std::sync::Arc;
+use std::sync::{atomic::Ordering, Arc};
 
 use rdkafka::{
     consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance},
@@ -50,6 +50,22 @@ impl ConsumerContext for ConsumerCallbacks {
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(partitions) => {
+                let owned: Vec<String> = partitions
+                    .elements()
+                    .iter()
+                    .map(|element| format!("{}/{}", element.topic(), element.partition()))
+                    .collect();
+                tracing::info!(group = %self.consumption.group, partitions = ?owned, "kafka partitions assigned");
+                // An empty assignment starts the clock of `rejoin.rs`; a real one stops
+                // it and forgives the earlier rejoins.
+                if owned.is_empty() {
+                    self.consumption
+                        .empty_since
+                        .send_replace(Some(tokio::time::Instant::now()));
+                } else {
+                    self.consumption.empty_since.send_replace(None);
+                    self.consumption.rejoins.store(0, Ordering::Release);
+                }
                 // Fresh state, under new epochs, for the partitions now ours; then wake
                 // `start_consumer`, which waits for the first assignment.
                 lock(&self.consumption.tracker).assign(partitions);
