@@ -186,3 +186,129 @@ async fn with_logging_down_sync_orders_fail_while_async_orders_are_accepted() {
     assert_eq!(response.status(), reqwest::StatusCode::ACCEPTED);
     stack.stop().await.unwrap();
 }
+
+/// `orderflow load --compare --json --out DIR`: one object holding both wirings'
+/// figures, and the bar chart written as well-formed SVG with both wirings in its legend.
+#[test]
+fn load_compare_prints_both_wirings_and_draws_the_bar_chart() {
+    let out = std::env::temp_dir().join(format!(
+        "orderflow-load-compare-{}",
+        uuid::Uuid::now_v7().simple()
+    ));
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_orderflow"))
+        .args(["load", "--compare", "--rate", "10", "--duration", "2s"])
+        .args(["--burst", "3x:1s@1s", "--drain", "60s", "--json", "--out"])
+        .arg(&out)
+        .env_remove("ORDERFLOW_BROKER")
+        .env_remove("ORDERFLOW_DEMO_POSTGRES")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    for wiring in ["async", "sync"] {
+        let figures = &report[wiring];
+        assert_eq!(figures["wiring"], wiring);
+        for field in [
+            "offered",
+            "accepted",
+            "accepted_per_s",
+            "accepted_per_s_base",
+            "accepted_per_s_burst",
+            "errors",
+            "timeouts",
+            "dropped",
+        ] {
+            assert!(figures[field].is_number(), "{wiring}.{field}: {figures}");
+        }
+        for phase in ["latency_base_ms", "latency_burst_ms", "latency_ms"] {
+            for percentile in ["p50_ms", "p99_ms", "p99_9_ms"] {
+                assert!(
+                    figures[phase][percentile].is_number(),
+                    "{wiring}.{phase}.{percentile}: {figures}"
+                );
+            }
+        }
+        // 10/s for 2 s with the second second at 3x: 40 requests, every one answered.
+        assert_eq!(figures["offered"], 40, "{figures}");
+        let answered = figures["accepted"].as_u64().unwrap()
+            + figures["errors"].as_u64().unwrap()
+            + figures["timeouts"].as_u64().unwrap()
+            + figures["dropped"].as_u64().unwrap();
+        assert_eq!(answered, 40, "{figures}");
+    }
+    // The queue is watched in the async run only.
+    assert!(report["async"]["sms_backlog_peak"].is_number(), "{report}");
+    assert!(report["sync"]["sms_backlog_peak"].is_null(), "{report}");
+    assert!(report["setup"]["profile"].is_object(), "{report}");
+
+    let chart = svg_text(&out.join("compare.svg"));
+    for expected in [
+        "async: through the queue",
+        "sync: every service called in the request",
+        "API latency, ms from the intended send (log scale)",
+        "p99.9",
+        "burst",
+        "Set-up:",
+    ] {
+        assert!(
+            chart.iter().any(|text| text.contains(expected)),
+            "no `{expected}` in compare.svg: {chart:?}"
+        );
+    }
+    for own in ["async", "sync"] {
+        assert!(
+            out.join(own).join("report.json").is_file(),
+            "{own}/report.json"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+/// Parses an SVG file as XML (failing on any syntax error) and returns the text of its
+/// `<text>` elements.
+fn svg_text(path: &std::path::Path) -> Vec<String> {
+    use quick_xml::events::Event;
+    let svg = std::fs::read_to_string(path).unwrap_or_else(|error| panic!("{path:?}: {error}"));
+    let mut reader = quick_xml::Reader::from_str(&svg);
+    let (mut texts, mut in_text, mut root) = (Vec::new(), false, None);
+    loop {
+        match reader.read_event() {
+            Ok(Event::Start(element)) => {
+                let name = String::from_utf8_lossy(element.name().as_ref()).into_owned();
+                in_text = name == "text";
+                root.get_or_insert(name);
+            }
+            Ok(Event::Text(text)) if in_text => texts.push(text.decode().unwrap().into_owned()),
+            Ok(Event::End(_)) => in_text = false,
+            Ok(Event::Eof) => break,
+            Ok(_) => {}
+            Err(error) => panic!("{path:?} is not well-formed XML: {error}"),
+        }
+    }
+    assert_eq!(root.as_deref(), Some("svg"), "{path:?}");
+    texts
+}
+
+/// The experimental wiring is never switched on by a deployment file.
+#[test]
+fn no_deployment_file_sets_the_synchronous_wiring() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    for file in [
+        "docker-compose.yml",
+        "docker-compose.kafka.yml",
+        "docker/services.yml",
+        "scripts/up.sh",
+    ] {
+        let Ok(text) = std::fs::read_to_string(root.join(file)) else {
+            continue;
+        };
+        assert!(
+            !text.contains("ORDERFLOW_WIRING"),
+            "{file} sets ORDERFLOW_WIRING"
+        );
+    }
+}

@@ -250,3 +250,28 @@ fn transport(
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Unset means the queue; only the exact word `sync` selects the baseline; anything
+    /// else stops the start naming the variable. (One test: the variable is process-wide.)
+    #[test]
+    fn the_wiring_is_async_unless_sync_is_asked_for_and_a_bad_value_is_refused() {
+        std::env::remove_var("ORDERFLOW_WIRING");
+        assert_eq!(Wiring::from_env().unwrap(), Wiring::Async);
+        std::env::set_var("ORDERFLOW_WIRING", "synchronous");
+        let error = Wiring::from_env().unwrap_err();
+        assert_eq!(error.variable, "ORDERFLOW_WIRING");
+        std::env::set_var("ORDERFLOW_WIRING", "sync");
+        std::env::set_var("ORDERFLOW_LOGGING_URL", "http://logging:8084");
+        let Wiring::Sync(downstream) = Wiring::from_env().unwrap() else {
+            panic!("sync asked for");
+        };
+        assert_eq!(downstream.logging, "http://logging:8084");
+        assert_eq!(downstream.payment, "http://127.0.0.1:8081");
+        std::env::remove_var("ORDERFLOW_WIRING");
+        std::env::remove_var("ORDERFLOW_LOGGING_URL");
+    }
+}
