@@ -78,41 +78,52 @@ fn dead_address() -> String {
     format!("http://{}", listener.local_addr().unwrap())
 }
 
-/// The logging service is down. Synchronously wired, every order request fails (the
-/// chain's last call cannot be made); wired through the queue, the order API accepts the
-/// same order, since nothing in the request waits for logging.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_logging_down_sync_orders_fail_while_async_orders_are_accepted() {
-    let broker = memory_broker("sync-logging-down");
-    let dir = std::env::temp_dir().join(format!(
-        "orderflow-sync-logging-down-{}",
-        uuid::Uuid::now_v7().simple()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    let shutdown = orderflow_kit::shutdown::CancellationToken::new();
+/// Payment, points and SMS (the SMS gateway at `sms_rate_per_s`) and an order service
+/// in the synchronous wiring calling them, with `logging` as the logging service's
+/// address; running until `shutdown`. Returns the order and payment URLs and the tasks.
+async fn sync_services(
+    broker: &str,
+    dir: &std::path::Path,
+    logging: Option<String>,
+    sms_rate_per_s: f64,
+    shutdown: &orderflow_kit::shutdown::CancellationToken,
+) -> (
+    String,
+    String,
+    Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
+) {
     let payment = orderflow_payment::startup::build(orderflow_payment::config::PaymentConfig::new(
-        service_config("payment", &broker, &dir),
+        service_config("payment", broker, dir),
     ))
     .await
     .unwrap();
     let points = orderflow_points::startup::build(orderflow_points::config::PointsConfig::new(
-        service_config("points", &broker, &dir),
+        service_config("points", broker, dir),
     ))
     .await
     .unwrap();
-    let sms = orderflow_sms::startup::build(orderflow_sms::config::SmsConfig::new(service_config(
-        "sms", &broker, &dir,
-    )))
-    .await
-    .unwrap();
+    let mut sms_config = orderflow_sms::config::SmsConfig::new(service_config("sms", broker, dir));
+    sms_config.gateway.rate_per_s = sms_rate_per_s;
+    let sms = orderflow_sms::startup::build(sms_config).await.unwrap();
+    let logging_app = match logging {
+        Some(_) => None,
+        None => Some(
+            orderflow_logging::startup::build(orderflow_logging::config::LoggingConfig::new(
+                service_config("logging", broker, dir),
+            ))
+            .await
+            .unwrap(),
+        ),
+    };
     let downstream = orderflow_order::wiring::Downstream {
         payment: format!("http://{}", payment.address()),
         points: format!("http://{}", points.address()),
         sms: format!("http://{}", sms.address()),
-        logging: dead_address(),
+        logging: logging
+            .unwrap_or_else(|| format!("http://{}", logging_app.as_ref().unwrap().address())),
     };
     let order = orderflow_order::startup::build(
-        orderflow_order::config::OrderConfig::new(service_config("order", &broker, &dir))
+        orderflow_order::config::OrderConfig::new(service_config("order", broker, dir))
             .with_sync_wiring(downstream),
     )
     .await
@@ -120,7 +131,7 @@ async fn with_logging_down_sync_orders_fail_while_async_orders_are_accepted() {
     let order_url = format!("http://{}", order.address());
     let payment_url = format!("http://{}", payment.address());
     let mut tasks = Vec::new();
-    for application in [payment, points, sms, order] {
+    for application in [payment, points, sms, order].into_iter().chain(logging_app) {
         tasks.push(tokio::spawn(
             application.run_until_stopped(shutdown.clone()),
         ));
@@ -137,6 +148,29 @@ async fn with_logging_down_sync_orders_fail_while_async_orders_are_accepted() {
     )
     .await
     .unwrap();
+    (order_url, payment_url, tasks)
+}
+
+fn scratch(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "orderflow-{name}-{}",
+        uuid::Uuid::now_v7().simple()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The logging service is down. Synchronously wired, every order request fails (the
+/// chain's last call cannot be made); wired through the queue, the order API accepts the
+/// same order, since nothing in the request waits for logging.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_logging_down_sync_orders_fail_while_async_orders_are_accepted() {
+    let broker = memory_broker("sync-logging-down");
+    let dir = scratch("sync-logging-down");
+    let shutdown = orderflow_kit::shutdown::CancellationToken::new();
+    let (order_url, payment_url, tasks) =
+        sync_services(&broker, &dir, Some(dead_address()), 50.0, &shutdown).await;
+    let client = reqwest::Client::new();
 
     let response = client
         .post(format!("{order_url}/orders"))
@@ -311,4 +345,55 @@ fn no_deployment_file_sets_the_synchronous_wiring() {
             "{file} sets ORDERFLOW_WIRING"
         );
     }
+}
+
+/// The SMS gateway's limit in the synchronous wiring: nothing queues the text, so a
+/// request over the limit is refused (503, naming the SMS service and the limit) — after
+/// payment and points already happened, which stay done. The gateway here admits one
+/// text and refills in 100 s, so the second paid order is over the limit whenever it runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_the_sms_limit_a_synchronous_order_is_refused_after_it_was_charged() {
+    let broker = memory_broker("sync-sms-limit");
+    let dir = scratch("sync-sms-limit");
+    let shutdown = orderflow_kit::shutdown::CancellationToken::new();
+    let (order_url, payment_url, tasks) = sync_services(&broker, &dir, None, 0.01, &shutdown).await;
+    let client = reqwest::Client::new();
+    let place = |index: usize| {
+        client
+            .post(format!("{order_url}/orders"))
+            .json(&orderflow::place::demo_order(index))
+            .send()
+    };
+    let first = place(1).await.unwrap();
+    assert_eq!(first.status(), reqwest::StatusCode::CREATED);
+    let first: serde_json::Value = first.json().await.unwrap();
+    assert_eq!(first["status"], "paid", "{first}");
+
+    let second = place(2).await.unwrap();
+    let status = second.status();
+    let body: serde_json::Value = second.json().await.unwrap();
+    assert_eq!(status, reqwest::StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    let error = body["error"].as_str().unwrap_or("");
+    assert!(
+        error.contains("the sms service") && error.contains("rate limit"),
+        "{body}"
+    );
+    let payments: serde_json::Value = client
+        .get(format!("{payment_url}/internal/reconcile"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        payments["charges"].as_array().map(Vec::len),
+        Some(2),
+        "both orders were charged: {payments}"
+    );
+    shutdown.cancel();
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
