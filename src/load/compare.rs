@@ -172,6 +172,8 @@ impl CompareReport {
             f.sms_backlog_peak
                 .map_or("no queue".into(), |peak| peak.to_string())
         });
+        // A refusal answers fast: a wiring that refuses much can show a low latency.
+        out.push_str("  (latency counts every answer, the errors' too)\n");
         out
     }
 }

@@ -55,7 +55,7 @@ pub fn write(path: &Path, report: &CompareReport) -> anyhow::Result<()> {
     draw_groups(
         &root,
         &left,
-        "API latency, ms from the intended send (log scale)",
+        "API latency, ms from the intended send (log scale), refusals included",
         "latency (ms, log scale)",
         &latency_groups(columns),
         true,
