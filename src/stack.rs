@@ -9,6 +9,10 @@
 //!   broker URL of its own (through a proxy that can cut the network) and extra
 //!   environment; single copies can be killed (SIGKILL), stopped (SIGTERM) and restarted.
 //!
+//! [`InProcessStack::start_sync`] starts the same five with the order service in the
+//! synchronous wiring (`ORDERFLOW_WIRING=sync`, `orderflow_order::wiring`), the baseline of
+//! `orderflow load --compare`.
+//!
 //! Both listen on free loopback ports and hand back [`Endpoints`] for placing orders and
 //! reconciling.
 
@@ -129,6 +133,47 @@ impl InProcessStack {
         Ok(stack)
     }
 
+    /// The five with the order service in the synchronous wiring: the other four first
+    /// (the order service needs their addresses), then the order service calling them
+    /// inside `POST /orders`.
+    pub async fn start_sync(options: StackOptions) -> anyhow::Result<InProcessStack> {
+        let databases = Databases::new(options.postgres.clone())?;
+        let mut stack = InProcessStack {
+            endpoints: Endpoints {
+                order: String::new(),
+                payment: String::new(),
+                points: String::new(),
+                sms: String::new(),
+                logging: String::new(),
+            },
+            broker_url: options.broker_url,
+            shutdown: CancellationToken::new(),
+            tasks: Vec::new(),
+            databases,
+        };
+        stack.build_downstream().await?;
+        let endpoints = &stack.endpoints;
+        let downstream = orderflow_order::wiring::Downstream {
+            payment: endpoints.payment.clone(),
+            points: endpoints.points.clone(),
+            sms: endpoints.sms.clone(),
+            logging: endpoints.logging.clone(),
+        };
+        let config = service_config("order", &stack.broker_url, stack.databases.url("order"));
+        let order = orderflow_order::startup::build(
+            orderflow_order::config::OrderConfig::new(config).with_sync_wiring(downstream),
+        )
+        .await
+        .context("starting the order service (synchronous wiring)")?;
+        stack.endpoints.order = format!("http://{}", order.address());
+        stack.tasks.push((
+            "order",
+            tokio::spawn(order.run_until_stopped(stack.shutdown.clone())),
+        ));
+        stack.wait_ready().await?;
+        Ok(stack)
+    }
+
     /// Runs the order service alone: orders are accepted and their events published while
     /// no other service has ever run — what `docker compose up` can do when the order
     /// service is up first. [`InProcessStack::start_downstream`] starts the other four.
@@ -166,6 +211,12 @@ impl InProcessStack {
     /// Builds payment, points, SMS and logging next to the running order service, then
     /// runs them.
     pub async fn start_downstream(&mut self) -> anyhow::Result<()> {
+        self.build_downstream().await?;
+        self.wait_ready().await
+    }
+
+    /// Builds and runs payment, points, SMS and logging, without waiting for them.
+    async fn build_downstream(&mut self) -> anyhow::Result<()> {
         let broker = self.broker_url.as_str();
         let databases = &self.databases;
         let config = |name: &str| service_config(name, broker, databases.url(name));
@@ -212,7 +263,7 @@ impl InProcessStack {
                 tokio::spawn(logging.run_until_stopped(shutdown.clone())),
             ),
         ]);
-        self.wait_ready().await
+        Ok(())
     }
 
     /// Where the services answer.

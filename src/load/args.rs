@@ -2,7 +2,10 @@
 
 use std::{path::PathBuf, time::Duration};
 
-use super::schedule::{parse_duration, Arrivals, Burst};
+use super::{
+    schedule::{parse_duration, Arrivals, Burst},
+    wiring::Wiring,
+};
 
 /// Options of `orderflow load`.
 #[derive(clap::Parser, Debug, Clone)]
@@ -24,6 +27,15 @@ pub struct Args {
     /// e.g. postgres://postgres@127.0.0.1:5432
     #[arg(long, env = "ORDERFLOW_DEMO_POSTGRES", conflicts_with = "target")]
     pub postgres: Option<String>,
+    /// Without --target: how the in-process order service reaches the other four —
+    /// through the queue (async), or by calling each of them inside POST /orders (sync,
+    /// the baseline; ORDERFLOW_WIRING=sync).
+    #[arg(long, value_enum, default_value_t = Wiring::Async, conflicts_with = "target")]
+    pub wiring: Wiring,
+    /// Runs the same load twice on fresh in-process stacks, async then sync wiring, and
+    /// prints (and with --out draws, compare.svg) the two side by side.
+    #[arg(long, conflicts_with = "target")]
+    pub compare: bool,
     /// Orders per second outside the burst.
     #[arg(long, default_value_t = 20.0)]
     pub rate: f64,

@@ -4,7 +4,7 @@
 //! ```text
 //! orderflow load [--rate 20] [--duration 30s] [--burst 10x:10s@10s] [--arrivals uniform|poisson]
 //!                [--seed 1] [--target http://127.0.0.1:8080 [--broker URL] [--logging-url URL]]
-//!                [--json] [--out DIR]
+//!                [--wiring async|sync | --compare] [--json] [--out DIR]
 //! ```
 //!
 //! Without `--target` the five services run in this process on the embedded broker (no
@@ -31,11 +31,16 @@
 //! | `series.rs` | the per-second series, `series.csv` and `series.json` |
 //! | `report.rs` | the report `--json` prints, and the table |
 //! | `charts.rs` | the SVG charts: peak shaving, latency over time |
+//! | `wiring.rs` | `--wiring`: the in-process order service through the queue or calling the others in the request |
+//! | `compare.rs` | `--compare`: both wirings under one load, side by side (table, JSON) |
+//! | `compare_chart.rs` | `compare.svg`: the side-by-side bar chart |
 
 mod args;
 pub mod backlog;
 pub mod charts;
 mod cleanup;
+pub mod compare;
+pub mod compare_chart;
 pub mod generator;
 pub mod latency;
 pub mod logged;
@@ -47,7 +52,9 @@ mod run;
 pub mod schedule;
 pub mod series;
 pub mod stages;
+pub mod wiring;
 
 pub use args::Args;
+pub use compare::CompareReport;
 pub use report::LoadReport;
 pub use run::{measure, run};

@@ -18,6 +18,7 @@ use super::{
     schedule::Profile,
     series,
     stages::{Journeys, Stage},
+    wiring::Wiring,
 };
 use crate::stack::{InProcessStack, StackOptions};
 
@@ -29,6 +30,9 @@ const LEAD: Duration = Duration::from_millis(200);
 
 /// Runs `orderflow load`: measures, prints the table or the JSON, writes `--out`.
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    if args.compare {
+        return super::compare::run(args).await;
+    }
     let report = measure(&args).await?;
     if let Some(dir) = &args.out {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -75,11 +79,22 @@ async fn target(args: &Args) -> anyhow::Result<Target> {
         None | Some("memory://") => format!("memory://load-{}", uuid::Uuid::now_v7().simple()),
         Some(url) => url.to_owned(),
     };
-    let stack = InProcessStack::start(StackOptions {
+    let options = StackOptions {
         broker_url: broker_url.clone(),
         postgres: args.postgres.clone(),
-    })
-    .await?;
+    };
+    if args.wiring == Wiring::Sync {
+        // Nothing is published in the synchronous wiring: no broker to watch, and an
+        // order is finished when its request is answered.
+        let stack = InProcessStack::start_sync(options).await?;
+        return Ok(Target {
+            order_url: stack.endpoints().order,
+            stack: Some(stack),
+            logging_url: None,
+            broker_url: None,
+        });
+    }
+    let stack = InProcessStack::start(options).await?;
     let endpoints = stack.endpoints();
     Ok(Target {
         stack: Some(stack),
@@ -247,11 +262,13 @@ pub async fn measure(args: &Args) -> anyhow::Result<LoadReport> {
 
     let watched = target.broker_url.is_some();
     let setup = Setup {
-        target: match &args.target {
-            Some(url) => url.clone(),
-            None => "in-process stack".to_owned(),
+        target: match (&args.target, args.wiring) {
+            (Some(url), _) => url.clone(),
+            (None, Wiring::Async) => "in-process stack".to_owned(),
+            (None, Wiring::Sync) => "in-process stack, synchronous wiring".to_owned(),
         },
         backend: match &target.broker_url {
+            None if in_process => "no queue (HTTP calls)".to_owned(),
             Some(url) => url
                 .split("://")
                 .next()

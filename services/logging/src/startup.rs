@@ -4,7 +4,7 @@
 
 use orderflow_events::topology;
 pub use orderflow_kit::service::Application;
-use orderflow_kit::service::Service;
+use orderflow_kit::{http::sync_handle, service::Service};
 
 use crate::{config::LoggingConfig, handlers::EventLogHandler, routes, store};
 
@@ -16,7 +16,8 @@ pub async fn build(config: LoggingConfig) -> anyhow::Result<Application> {
     let options = service.consumer_options();
     // Every topic, in a group of its own: the log gets a copy of each message without
     // taking any from the services that act on them.
-    service.consume(topology::LOGGING.topics, handler, options);
-    let router = routes::router(service.api_state());
+    service.consume(topology::LOGGING.topics, handler.clone(), options);
+    // The same handler serves the synchronous wiring's `POST /internal/handle`.
+    let router = routes::router(service.api_state()).merge(sync_handle::handle_routes(handler));
     Ok(service.with_routes(router))
 }

@@ -1,12 +1,13 @@
 //! Settings of the order service.
 //!
-//! The order service needs nothing beyond what every service reads (see
-//! [`orderflow_kit::config`]): broker, database, HTTP address, consumer concurrency and
-//! attempts. It still has a type of its own so that `orderflow`'s in-process stack and the
-//! binary build it the same way as the other services, and so a setting of its own can be
-//! added later without changing those call sites.
+//! What every service reads (see [`orderflow_kit::config`]): broker, database, HTTP
+//! address, consumer concurrency and attempts; and one setting of its own,
+//! `ORDERFLOW_WIRING` ([`crate::wiring`]): `async` (the default) or `sync`, the load
+//! test's baseline that calls the other services inside `POST /orders`.
 
 use orderflow_kit::config::{ConfigError, ServiceConfig};
+
+use crate::wiring::{Downstream, Wiring};
 
 /// The service name: its consumer group, its log target, its database name.
 pub const SERVICE_NAME: &str = "order";
@@ -19,19 +20,32 @@ pub const DEFAULT_PORT: u16 = 8080;
 pub struct OrderConfig {
     /// The settings every service has.
     pub service: ServiceConfig,
+    /// Through the queue (the default) or by calling the other services in the request.
+    pub wiring: Wiring,
 }
 
 impl OrderConfig {
     /// From already-read common settings (the in-process stack and the tests build these).
     pub fn new(service: ServiceConfig) -> Self {
-        OrderConfig { service }
+        OrderConfig {
+            service,
+            wiring: Wiring::Async,
+        }
+    }
+
+    /// The synchronous baseline: `POST /orders` calls `downstream` in turn.
+    pub fn with_sync_wiring(self, downstream: Downstream) -> Self {
+        OrderConfig {
+            wiring: Wiring::Sync(downstream),
+            ..self
+        }
     }
 
     /// From the environment; a bad value is an error naming the variable.
     pub fn from_env() -> Result<Self, ConfigError> {
-        Ok(OrderConfig::new(ServiceConfig::from_env(
-            SERVICE_NAME,
-            DEFAULT_PORT,
-        )?))
+        Ok(OrderConfig {
+            service: ServiceConfig::from_env(SERVICE_NAME, DEFAULT_PORT)?,
+            wiring: Wiring::from_env()?,
+        })
     }
 }

@@ -9,7 +9,13 @@ pub use orderflow_events::topology;
 use orderflow_kit::service::Application;
 use orderflow_kit::service::Service;
 
-use crate::{config::OrderConfig, handlers::PaymentOutcomeHandler, routes, store};
+use crate::{
+    config::OrderConfig,
+    handlers::PaymentOutcomeHandler,
+    routes::{self, OrderState},
+    store,
+    wiring::{SyncChain, Wiring},
+};
 
 /// Connects, migrates, binds and subscribes; nothing runs until
 /// [`Application::run_until_stopped`].
@@ -18,6 +24,19 @@ pub async fn build(config: OrderConfig) -> anyhow::Result<Application> {
     let handler = Arc::new(PaymentOutcomeHandler::new(service.db.clone()));
     let options = service.consumer_options();
     service.consume(topology::ORDER.topics, handler, options);
-    let router = routes::router(service.api_state());
+    let chain = match config.wiring {
+        Wiring::Async => None,
+        Wiring::Sync(downstream) => {
+            tracing::warn!(
+                ?downstream,
+                "ORDERFLOW_WIRING=sync: POST /orders calls the other services in the request (the load test's baseline, not for production)"
+            );
+            Some(Arc::new(SyncChain::new(downstream, service.db.clone())?))
+        }
+    };
+    let router = routes::router(OrderState {
+        api: service.api_state(),
+        chain,
+    });
     Ok(service.with_routes(router))
 }

@@ -3,6 +3,7 @@
 //! | route | answer |
 //! | --- | --- |
 //! | `GET /payments/{order_id}` | the order's payment and how often the gateway charged it; 404 if none yet |
+//! | `POST /internal/handle` | the synchronous wiring's call: the consumer handler run on the envelopes given, its events handed back ([`orderflow_kit::http::sync_handle`]) |
 //! | `GET /internal/reconcile` | `{"payments": [{order_id, outcome}], "charges": [{order_id, charges}], "common": {…}}` for `orderflow reconcile`: the service's payments, and the gateway's charges made per order from its own books |
 
 use axum::{

@@ -5,7 +5,7 @@
 
 use orderflow_events::topology;
 pub use orderflow_kit::service::Application;
-use orderflow_kit::service::Service;
+use orderflow_kit::{http::sync_handle, service::Service};
 
 use crate::{
     config::PaymentConfig,
@@ -23,11 +23,13 @@ pub async fn build(config: PaymentConfig) -> anyhow::Result<Application> {
     let handler =
         OrderPlacedHandler::new(service.db.clone(), service.relay.clone(), gateway.clone());
     let options = service.consumer_options();
-    service.consume(topology::PAYMENT.topics, handler, options);
+    // The same handler serves the synchronous wiring's `POST /internal/handle`.
+    service.consume(topology::PAYMENT.topics, handler.clone(), options);
     let router = routes::router(ApiState {
         db: service.db.clone(),
         relay: service.relay.clone(),
         gateway,
-    });
+    })
+    .merge(sync_handle::handle_routes(handler));
     Ok(service.with_routes(router))
 }

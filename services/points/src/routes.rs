@@ -3,6 +3,7 @@
 //! | route | answer |
 //! | --- | --- |
 //! | `GET /users/{id}/points` | `{user_id, balance, ledger: [{order_id, points, awarded_at}]}` (balance 0 for a user with no points) |
+//! | `POST /internal/handle` | the synchronous wiring's call: the consumer handler run on the envelopes given, its events handed back ([`orderflow_kit::http::sync_handle`]) |
 //! | `GET /internal/reconcile` | `{"ledger": [{order_id, points}], "common": {…}}` for `orderflow reconcile` |
 
 use axum::{

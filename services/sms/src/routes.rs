@@ -3,6 +3,7 @@
 //! | route | answer |
 //! | --- | --- |
 //! | `GET /sms?order_id=…` | the texts sent about that order (`[]` or one); without `order_id`, the latest 100 |
+//! | `POST /internal/handle` | the synchronous wiring's call: the consumer handler run on the envelopes given, its events handed back ([`orderflow_kit::http::sync_handle`]) |
 //! | `GET /internal/reconcile` | `{"messages": [{order_id, instance}], "texts": [{order_id, texts}], "common": {…}}` for `orderflow reconcile`: the service's records, and the gateway's texts dispatched per order from its own books |
 
 use axum::{

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use orderflow_events::topology;
 pub use orderflow_kit::service::Application;
-use orderflow_kit::{consumer::ConsumerOptions, service::Service};
+use orderflow_kit::{consumer::ConsumerOptions, http::sync_handle, service::Service};
 
 use crate::{
     config::SmsConfig, gateway::SmsGateway, handlers::PaymentSucceededHandler, routes, store,
@@ -31,7 +31,10 @@ pub async fn build(config: SmsConfig) -> anyhow::Result<Application> {
         rate_per_s: Some(rate_per_s),
         ..service.consumer_options()
     };
-    service.consume(topology::SMS.topics, handler, options);
-    let router = routes::router(service.api_state());
+    service.consume(topology::SMS.topics, handler.clone(), options);
+    // The same handler serves the synchronous wiring's `POST /internal/handle`. No pacing
+    // there: a synchronous caller has no queue to wait in, so over the gateway's rate its
+    // request is refused (503), as a real provider's 429 would refuse it.
+    let router = routes::router(service.api_state()).merge(sync_handle::handle_routes(handler));
     Ok(service.with_routes(router))
 }

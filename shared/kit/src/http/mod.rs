@@ -4,10 +4,12 @@
 //! | --- | --- |
 //! | `mod.rs` | [`ApiError`] (every refusal as `{"error": …, "field": …}`), binding and serving a router until shutdown with a tracing span per request, the container [`healthcheck`] |
 //! | `health.rs` | `/healthz` and `/readyz`: [`Readiness`], and the probes that make a service not ready while its database or broker is down ([`watch_database`], [`watch_broker`]) |
+//! | `sync_handle.rs` | `POST /internal/handle`: a service's consumer handler called over HTTP, its events handed back in the answer (the synchronous wiring) |
 //! | `json.rs` | [`JsonBody`], the request-body extractor whose refusals name the field by its JSON path |
 
 mod health;
 mod json;
+pub mod sync_handle;
 
 pub use health::{
     health_routes, watch_broker, watch_database, Readiness, PROBE_INTERVAL, PROBE_TIMEOUT,

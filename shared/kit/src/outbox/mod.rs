@@ -74,6 +74,7 @@
 //! | file | what it holds |
 //! | --- | --- |
 //! | `enqueue.rs` | [`enqueue`]: the row written in the business transaction |
+//! | `hand_back.rs` | [`handing_back`]: the synchronous wiring's rows, written sent and handed back to the HTTP caller instead of published |
 //! | `rows.rs` | the outbox table: claiming unsent rows, marking them sent, counting |
 //! | `lease.rs` | the relay lease: who may publish, until when |
 //! | `publish.rs` | publishing a batch: per-key order, pipelined, with a deadline |
@@ -81,6 +82,7 @@
 //! | `relay.rs` | [`Relay`]: the rounds, the wake-ups, the back-off, the failpoint |
 
 mod enqueue;
+mod hand_back;
 mod lease;
 mod publish;
 mod relay;
@@ -90,6 +92,7 @@ mod rows;
 mod tests;
 
 pub use enqueue::enqueue;
+pub use hand_back::handing_back;
 pub use relay::{Relay, RelaySettings};
 pub(crate) use retention::PRUNE_CHUNK;
 pub use retention::{prune, Pruned};
