@@ -87,20 +87,7 @@ impl Drop for Databases {
 }
 
 fn service_config(name: &str, broker_url: &str, database_url: String) -> ServiceConfig {
-    ServiceConfig {
-        name: name.to_owned(),
-        broker_url: broker_url.to_owned(),
-        database_url,
-        // Port 0: the OS picks a free one; the stack reads it back.
-        http_addr: "127.0.0.1:0".parse().expect("a literal address"),
-        concurrency: 16,
-        max_attempts: 5,
-        publish_timeout: orderflow_kit::config::DEFAULT_PUBLISH_TIMEOUT,
-        retention: orderflow_kit::config::DEFAULT_RETENTION,
-        handler_timeout: orderflow_kit::consumer::DEFAULT_HANDLER_TIMEOUT,
-        max_crashes: orderflow_kit::consumer::crashes::DEFAULT_MAX_CRASHES,
-        shutdown_timeout: orderflow_kit::config::DEFAULT_SHUTDOWN_TIMEOUT,
-    }
+    ServiceConfig::with_defaults(name, broker_url, database_url)
 }
 
 /// The five services as tasks of this process.
@@ -150,6 +137,7 @@ impl InProcessStack {
             shutdown: CancellationToken::new(),
             tasks: Vec::new(),
             databases,
+            sms_rate_per_s: None,
         };
         stack.build_downstream().await?;
         let endpoints = &stack.endpoints;

@@ -61,14 +61,12 @@ async fn a_synchronously_placed_order_has_every_effect_when_the_request_returns(
 
 fn service_config(name: &str, broker: &str, dir: &std::path::Path) -> ServiceConfig {
     ServiceConfig {
-        name: name.to_owned(),
-        broker_url: broker.to_owned(),
-        database_url: format!("sqlite://{}/{name}.db", dir.display()),
-        http_addr: "127.0.0.1:0".parse().unwrap(),
-        concurrency: 16,
         max_attempts: 5,
-        publish_timeout: orderflow_kit::config::DEFAULT_PUBLISH_TIMEOUT,
-        retention: orderflow_kit::config::DEFAULT_RETENTION,
+        ..ServiceConfig::with_defaults(
+            name,
+            broker,
+            format!("sqlite://{}/{name}.db", dir.display()),
+        )
     }
 }
 

@@ -166,6 +166,25 @@ pub struct ServiceConfig {
 }
 
 impl ServiceConfig {
+    /// A configuration with every knob at its default, for code that starts services in
+    /// process (the demo's stack, tests): listening on a free loopback port.
+    pub fn with_defaults(name: &str, broker_url: &str, database_url: String) -> Self {
+        ServiceConfig {
+            name: name.to_owned(),
+            broker_url: broker_url.to_owned(),
+            database_url,
+            // Port 0: the OS picks a free one; the caller reads it back.
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            concurrency: 16,
+            max_attempts: 5,
+            publish_timeout: DEFAULT_PUBLISH_TIMEOUT,
+            retention: DEFAULT_RETENTION,
+            handler_timeout: crate::consumer::DEFAULT_HANDLER_TIMEOUT,
+            max_crashes: crate::consumer::crashes::DEFAULT_MAX_CRASHES,
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+        }
+    }
+
     /// Reads the common settings for service `name`, whose HTTP API listens on
     /// `default_port` unless `ORDERFLOW_HTTP_ADDR` says otherwise.
     pub fn from_env(name: &str, default_port: u16) -> Result<Self, ConfigError> {

@@ -66,17 +66,13 @@ pub fn prepare(service: &str, store: Store) -> Prepared {
     };
     Prepared {
         config: ServiceConfig {
-            name: service.to_owned(),
-            broker_url: format!("memory://{service}-test-{run}"),
-            database_url,
-            http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             concurrency: 8,
             max_attempts: 3,
-            publish_timeout: crate::config::DEFAULT_PUBLISH_TIMEOUT,
-            retention: crate::config::DEFAULT_RETENTION,
-            handler_timeout: crate::consumer::DEFAULT_HANDLER_TIMEOUT,
-            max_crashes: crate::consumer::crashes::DEFAULT_MAX_CRASHES,
-            shutdown_timeout: crate::config::DEFAULT_SHUTDOWN_TIMEOUT,
+            ..ServiceConfig::with_defaults(
+                service,
+                &format!("memory://{service}-test-{run}"),
+                database_url,
+            )
         },
         scratch,
         postgres,

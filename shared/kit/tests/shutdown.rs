@@ -8,7 +8,6 @@
 //! (`scripts/test.sh` sets them); the broker-gone case on Kafka kills a tansu of its own
 //! (the contract suite's outage harness, shared with `shared/broker/tests`).
 
-#[allow(dead_code)]
 #[path = "../../broker/tests/support/mod.rs"]
 mod support;
 
