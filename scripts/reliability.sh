@@ -135,8 +135,9 @@ for run in runs:
         print()
         print(f"Missing by stage: {missing or 'none'}; doubled by stage: {doubled or 'none'}.")
     print()
-print("`redeliveries` reads \"not counted\" while the services' reconcile answer has no redelivery counter; "
-      "the duplicates absorbed are the redeliveries of work already done.")
+print("`redeliveries` counts every delivery that may have been handed out before (retries, the broker's "
+      "redelivered mark; on Kafka every record already in a partition when it was assigned, an over-count after a "
+      "rebalance); the duplicates absorbed are the redeliveries of work already done.")
 PY
 log "wrote RELIABILITY.md"
 cat RELIABILITY.md

@@ -10,7 +10,7 @@
 //! | doubled | effects beyond the one expected, per the reconciliation — a second charge or text counted in the payment and SMS gateways' own books, more points than the rule gives, an event logged twice |
 //! | orphans | effects for orders the order service does not have |
 //! | duplicates absorbed | redeliveries the idempotent consumers recognised and acked without an effect |
-//! | redeliveries | deliveries the services saw again (attempt > 1) — `null` / "not counted" while the services' reconcile answer (`orderflow_kit::service::CommonReport`) has no such counter; the duplicates absorbed are the redeliveries of work already done |
+//! | redeliveries | deliveries the services saw that may have been handed out before: retries, and what the broker marks as possibly delivered already (`orderflow_kit::consumer::counters::REDELIVERIES`; on Kafka every record already in a partition when it was assigned counts, so this over-counts after a rebalance). The duplicates absorbed are the redeliveries of work already done |
 //! | dead letters | messages the services dead-lettered; with poison in the stream it must equal the poison deliveries exactly |
 //! | time to recover | from the end of the fault until every accepted order had settled with every effect |
 //!
@@ -51,8 +51,8 @@ pub struct Ledger {
     pub orphans: u64,
     /// Redeliveries recognised and ignored by the idempotent consumers.
     pub duplicates_absorbed: u64,
-    /// Deliveries seen again, as the services count them (`None`: not counted).
-    pub redeliveries: Option<u64>,
+    /// Deliveries that may have been handed out before, as the services count them.
+    pub redeliveries: u64,
     /// Messages the services dead-lettered.
     pub dead_letters: u64,
     /// Malformed messages the suite published straight to the topics.
@@ -133,7 +133,7 @@ impl Ledger {
             doubled,
             orphans,
             duplicates_absorbed: report.duplicates_ignored,
-            redeliveries: None,
+            redeliveries: report.redeliveries,
             dead_letters,
             poison_published: observed.poison_published,
             dead_letters_expected: observed.dead_letters_expected,
@@ -172,11 +172,7 @@ impl Ledger {
         }
         line("orphans", self.orphans.to_string());
         line("duplicates absorbed", self.duplicates_absorbed.to_string());
-        line(
-            "redeliveries",
-            self.redeliveries
-                .map_or("not counted".to_owned(), |count| count.to_string()),
-        );
+        line("redeliveries", self.redeliveries.to_string());
         line(
             "dead letters / expected",
             format!("{} / {}", self.dead_letters, self.dead_letters_expected),
@@ -239,6 +235,7 @@ mod tests {
 
         let dead_lettered = Report {
             dead_lettered: 3,
+            redeliveries: 7,
             ..Report::default()
         };
         let mut expecting_two = observed(&[]);
@@ -247,6 +244,6 @@ mod tests {
         assert!(!ledger.passed);
         let json = serde_json::to_value(&ledger).unwrap();
         assert_eq!(json["dead_letters"], 3);
-        assert_eq!(json["redeliveries"], serde_json::Value::Null);
+        assert_eq!(json["redeliveries"], 7);
     }
 }

@@ -154,6 +154,11 @@ pub fn reconcile(snapshot: &Snapshot) -> Report {
         .values()
         .map(|common| common.duplicates_ignored.max(0) as u64)
         .sum();
+    report.redeliveries = snapshot
+        .common
+        .values()
+        .map(|common| common.redeliveries.max(0) as u64)
+        .sum();
     report.dead_lettered = snapshot
         .common
         .values()

@@ -33,6 +33,8 @@ pub struct Report {
     pub events_logged: u64,
     /// Redeliveries recognised and ignored, all services.
     pub duplicates_ignored: u64,
+    /// Deliveries the services saw that may have been handed out before, all services.
+    pub redeliveries: u64,
     /// Messages dead-lettered, all services.
     pub dead_lettered: u64,
     /// Expected effects that are absent, per stage.
@@ -100,6 +102,7 @@ impl Report {
             "duplicate deliveries ignored",
             self.duplicates_ignored.to_string(),
         );
+        line("redeliveries seen", self.redeliveries.to_string());
         line("dead-lettered", self.dead_lettered.to_string());
         out.push_str(&format!(
             "  {:<28} {:>8} {:>8} {:>8}\n",

@@ -97,6 +97,10 @@ pub struct CommonReport {
     pub duplicates_ignored: i64,
     /// Messages this service dead-lettered (persisted).
     pub dead_lettered: i64,
+    /// Deliveries that may have been handed out before (persisted; see
+    /// [`consumer::counters::REDELIVERIES`]). Absent in an older service's answer.
+    #[serde(default)]
+    pub redeliveries: i64,
     /// Outbox rows committed but not yet published.
     pub outbox_pending: i64,
 }
@@ -197,6 +201,7 @@ impl Service {
         Ok(CommonReport {
             duplicates_ignored: db.counter(consumer::counters::DUPLICATES_IGNORED).await?,
             dead_lettered: db.counter(consumer::counters::DEAD_LETTERED).await?,
+            redeliveries: db.counter(consumer::counters::REDELIVERIES).await?,
             outbox_pending: relay.pending().await?,
         })
     }

@@ -152,6 +152,8 @@ pub struct ConsumerStats {
     pub retried: AtomicU64,
     /// Messages sent to the dead-letter queue.
     pub dead_lettered: AtomicU64,
+    /// Deliveries that may have been handed out before (see [`counters::REDELIVERIES`]).
+    pub redeliveries: AtomicU64,
 }
 
 /// Persisted counter names.
@@ -160,6 +162,12 @@ pub mod counters {
     pub const DUPLICATES_IGNORED: &str = "duplicates_ignored";
     /// Messages this service dead-lettered.
     pub const DEAD_LETTERED: &str = "dead_lettered";
+    /// Deliveries that may have been handed out before: a retry (attempt above 1), or
+    /// one the broker marks as possibly delivered already (RabbitMQ's redelivered flag,
+    /// the memory broker's redeliveries, on Kafka a record that was already in the
+    /// partition when it was assigned — an over-count after a rebalance, never an
+    /// under-count). Counted only for those, so a first delivery costs no statement.
+    pub const REDELIVERIES: &str = "redeliveries";
 }
 
 /// Spaces handler starts `1 / rate` seconds apart, shared by all of a loop's tasks.
@@ -342,6 +350,10 @@ async fn handle_one(
                 return;
             }
         };
+        if delivery.redelivered() || delivery.attempt() > 1 {
+            bump(options, counters::REDELIVERIES).await;
+            stats.redeliveries.fetch_add(1, Ordering::Relaxed);
+        }
         // Poison by crash: counted only for a delivery that may have been handed out
         // before, and only where there is a database to count in.
         let counted = match (&options.counters, delivery.redelivered()) {
@@ -582,6 +594,8 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(stats.retried.load(Ordering::Relaxed), 1);
+        // The retried copy (attempt 2) is the one redelivery.
+        assert_eq!(stats.redeliveries.load(Ordering::Relaxed), 1);
         assert_eq!(stats.dead_lettered.load(Ordering::Relaxed), 1);
         shutdown.cancel();
         consumer.await.unwrap();
