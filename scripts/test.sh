@@ -41,6 +41,11 @@ ensure_cargo_deny
 export PATH="$(dirname "$CARGO_MACHETE_BIN"):$(dirname "$CARGO_DENY_BIN"):$PATH"
 log "cargo machete (unused dependencies)"
 cargo machete || { log "cargo machete: unused dependencies (see above)"; status=1; }
+# cargo deny runs offline, so the crates of every platform must be in the local registry
+# first (`cargo metadata` wants them all, e.g. plotters' wasm-only dependencies, which a
+# build on Linux never downloads). crates.io is reachable; the advisory database is not.
+log "cargo fetch (every platform's crates, for cargo deny)"
+cargo fetch --locked --quiet || { log "cargo fetch failed"; status=1; }
 advisory_dbs=${CARGO_HOME:-$HOME/.cargo}/advisory-dbs
 # A fetched database is a git checkout with a crates/ folder of advisories.
 if compgen -G "$advisory_dbs/*/crates" >/dev/null; then
