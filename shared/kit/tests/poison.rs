@@ -109,6 +109,9 @@ async fn a_message_that_crashes_its_consumer_ends_on_the_dead_letter_queue(url: 
             crashes <= MAX_CRASHES,
             "the poison message crashed its consumer {crashes} times and is still handed out"
         );
+        // Read before the loop starts: a loop quick to start the poison again would
+        // otherwise be counted from after that start, and its crash never seen.
+        let starts_before = handler.poison_starts.load(Ordering::SeqCst);
         // A new process: its own broker connection and consumer loop.
         let broker = orderflow_broker::connect(url).await.unwrap();
         let deliveries = broker.subscribe(subscription.clone()).await.unwrap();
@@ -122,7 +125,6 @@ async fn a_message_that_crashes_its_consumer_ends_on_the_dead_letter_queue(url: 
             Arc::new(ConsumerStats::default()),
             CancellationToken::new(),
         ));
-        let starts_before = handler.poison_starts.load(Ordering::SeqCst);
         wait::until(
             "the poison message to start again, or the healthy one to be handled",
             PATIENCE,
