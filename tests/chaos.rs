@@ -102,10 +102,18 @@ fn assert_ledger(ledger: &Ledger, scenario: Scenario) {
         ledger.settled, ledger.accepted,
         "accepted orders not settled: {json}"
     );
-    assert_eq!(
-        ledger.dead_letters, ledger.dead_letters_expected,
-        "dead letters are not exactly the poison: {json}"
+    // Every poison message dead-lettered by every group that receives it. A repeat (its
+    // ack lost to the fault) is allowed: a real message dead-lettered would be lost above.
+    assert!(
+        ledger.dead_letters >= ledger.dead_letters_expected,
+        "poison not dead-lettered by every receiving group: {json}"
     );
+    if ledger.poison_published == 0 {
+        assert_eq!(
+            ledger.dead_letters, 0,
+            "dead letters without poison: {json}"
+        );
+    }
     if matches!(scenario, Scenario::Poison | Scenario::AllAtOnce) {
         assert!(ledger.poison_published > 0, "no poison published: {json}");
         assert!(ledger.dead_letters > 0, "poison not dead-lettered: {json}");
