@@ -46,13 +46,20 @@ for backend in $backends; do
   fi
   echo $(( $(date +%s) - started )) >"$run_dir/$backend.seconds"
   if ! [ -s "$run_dir/$backend.json" ]; then
-    tail -20 "$run_dir/$backend.log" >&2
-    die "the $backend run printed no ledger"
+    # No ledger: the run could not complete its faults. That is a finding too; it goes
+    # into RELIABILITY.md with the run's own words (the timeline up to where it stopped).
+    sed 's/\x1b\[[0-9;]*m//g' "$run_dir/$backend.log" | sed -n '/^Error:/,/service logs in/p' | head -40 >"$run_dir/$backend.error"
+    [ -s "$run_dir/$backend.error" ] || tail -20 "$run_dir/$backend.log" >"$run_dir/$backend.error"
+    log "the $backend run printed no ledger: $(head -1 "$run_dir/$backend.error")"
+    rm -f "$run_dir/$backend.json"
   fi
 done
+completed=()
+for backend in $backends; do [ -s "$run_dir/$backend.json" ] && completed+=("$backend"); done
+[ "${#completed[@]}" -gt 0 ] || die "no run printed a ledger"
 
 ORDERFLOW_LOAD_BEFORE="$load_before" ORDERFLOW_PROFILE="$profile" ORDERFLOW_RATE="$rate" \
-  python3 - "$run_dir" $backends >RELIABILITY.md <<'PY'
+  ORDERFLOW_BACKENDS="$backends" python3 - "$run_dir" "${completed[@]}" >RELIABILITY.md <<'PY'
 import datetime, json, os, platform, subprocess, sys
 
 def sh(command):
@@ -135,6 +142,20 @@ for run in runs:
         print()
         print(f"Missing by stage: {missing or 'none'}; doubled by stage: {doubled or 'none'}.")
     print()
+for backend in os.environ.get("ORDERFLOW_BACKENDS", "").split():
+    error = f"{run_dir}/{backend}.error"
+    if os.path.exists(error):
+        print(f"## {backend}: the run did not complete")
+        print()
+        print("No ledger: the suite could not finish injecting its faults, and stopped as follows "
+              "(verdict: **FAILED**, recorded as measured).")
+        print()
+        print("```text")
+        with open(error) as f:
+            for line in f.read().splitlines()[:12]:
+                print(line[:200])
+        print("```")
+        print()
 print("`redeliveries` counts every delivery that may have been handed out before (retries, the broker's "
       "redelivered mark; on Kafka every record already in a partition when it was assigned, an over-count after a "
       "rebalance); the duplicates absorbed are the redeliveries of work already done.")
