@@ -183,6 +183,7 @@ impl Relay {
                 tracing::debug!(
                     outbox_rows = pruned.outbox_rows,
                     processed_ids = pruned.processed_ids,
+                    crash_records = pruned.crash_records,
                     "outbox relay: pruned what outlived the retention window"
                 );
             }

@@ -1,5 +1,6 @@
-//! Keeping the outbox and the idempotency record from growing for ever: sent rows and
-//! processed message ids older than the retention window are deleted.
+//! Keeping the outbox and the consumer's records from growing for ever: sent rows,
+//! processed message ids and stale crash counts older than the retention window are
+//! deleted.
 //!
 //! The window must outlast the longest time after which a copy of a message can still
 //! arrive (see the module doc of [`crate::outbox`]): a processed id pruned too early lets
@@ -8,7 +9,7 @@
 
 use std::time::Duration;
 
-use crate::{db::Db, idempotency};
+use crate::{consumer::crashes, db::Db, idempotency};
 
 /// Rows deleted per statement: each `DELETE` stays short, so it never holds the database
 /// (SQLite's single connection, PostgreSQL's row locks) for long.
@@ -21,9 +22,12 @@ pub struct Pruned {
     pub outbox_rows: u64,
     /// Processed message ids.
     pub processed_ids: u64,
+    /// Crash counts of messages that never came back (`consumer/crashes.rs`).
+    pub crash_records: u64,
 }
 
-/// Deletes sent outbox rows and processed message ids older than `retention`.
+/// Deletes sent outbox rows, processed message ids and crash counts older than
+/// `retention`.
 pub async fn prune(db: &Db, retention: Duration) -> anyhow::Result<Pruned> {
     let Some(cutoff) = cutoff(retention) else {
         // A window reaching before the epoch keeps everything.
@@ -47,6 +51,7 @@ pub async fn prune(db: &Db, retention: Duration) -> anyhow::Result<Pruned> {
         }
     }
     pruned.processed_ids = idempotency::prune(db, &cutoff).await?;
+    pruned.crash_records = crashes::prune(db, &cutoff).await?;
     Ok(pruned)
 }
 

@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use super::{lease::Lease, relay::Round, *};
 use crate::{
+    consumer::crashes,
     db::{Db, Migrations},
     idempotency, testenv, wait,
 };
@@ -306,15 +307,35 @@ async fn prune_deletes_only_what_outlived_the_window(test: TestDb) {
         .execute(db.pool())
         .await
         .unwrap();
+    // A crash count left behind long ago, and one of a handler running now.
+    for message in ["crashed-long-ago", "running-now"] {
+        crashes::record_start(db, "prune-group", message)
+            .await
+            .unwrap();
+    }
+    sqlx::query(&db.sql("UPDATE consumer_crashes SET last_started_at = $1 WHERE message_id = $2"))
+        .bind(long_ago)
+        .bind("crashed-long-ago")
+        .execute(db.pool())
+        .await
+        .unwrap();
 
     let pruned = prune(db, Duration::from_secs(3_600)).await.unwrap();
     assert_eq!(
         pruned,
         Pruned {
             outbox_rows: 1,
-            processed_ids: 1
+            processed_ids: 1,
+            crash_records: 1,
         }
     );
+    let crash_records: Vec<String> = sqlx::query_scalar(
+        "SELECT message_id FROM consumer_crashes WHERE consumer_group = 'prune-group'",
+    )
+    .fetch_all(db.pool())
+    .await
+    .unwrap();
+    assert_eq!(crash_records, vec!["running-now".to_owned()]);
     let left: Vec<String> = sqlx::query_scalar("SELECT message_id FROM outbox ORDER BY seq")
         .fetch_all(db.pool())
         .await
