@@ -172,16 +172,11 @@ async fn on_memory_all_at_once() {
     assert_survives(Scenario::AllAtOnce, Backend::Memory).await;
 }
 
-/// A known failure, kept visible: run it with `cargo test --test chaos -- --ignored`.
-/// When one of two copies of a consumer is killed -9 and restarted, tansu 0.6 assigns the
-/// dead member's partitions to it until its session expires and then never rebalances:
-/// the newcomer and the survivor keep one partition each and the third stays with the
-/// dead member. Seen as "sms 191 missing, log 191 missing" (`payment.succeeded/1` owned
-/// by nobody alive) in 3 of 5 runs. `kafka/rejoin.rs` covers only an *empty* assignment;
-/// covering this needs the group's full assignment (DescribeGroups) or a rejoin after
-/// every first assignment. Open in issue 9.
+/// Once a known failure: when one of two copies of a consumer was killed -9 and
+/// restarted, tansu 0.6 left the dead member's partition assigned to it for good ("sms
+/// 191 missing" in 3 of 5 runs). `kafka/reissued.rs` is the fix; the broker-level test is
+/// `shared/broker/tests/membership.rs`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "tansu 0.6 leaves a killed copy's partitions assigned to it (issue 9; see the doc comment)"]
 async fn on_kafka_all_at_once() {
     assert_survives(Scenario::AllAtOnce, Backend::Kafka).await;
 }

@@ -34,6 +34,7 @@ use super::{
     dead_letter::dead_letter_record,
     offsets::{offsets_list, Slot, Tracker},
     rebalance::ConsumerCallbacks,
+    reissued::Reissue,
     rejoin,
     settle::KafkaSettle,
     wire::envelope_from,
@@ -75,6 +76,8 @@ pub(super) struct Consumption {
     pub(super) empty_since: rejoin::EmptySince,
     /// Rejoins in a row that got an empty assignment again; reset by a non-empty one.
     pub(super) rejoins: AtomicU32,
+    /// Revoked partitions handed back unchanged; the poll loop rejoins (`reissued.rs`).
+    pub(super) reissue: Reissue,
     /// Set once the consumer task has stopped: nothing is redelivered to it any more.
     pub(super) stopped: AtomicBool,
 }
@@ -135,6 +138,7 @@ pub(super) async fn start_consumer(
         assignments,
         empty_since: watch::Sender::new(None),
         rejoins: AtomicU32::new(0),
+        reissue: Reissue::default(),
         stopped: AtomicBool::new(false),
     });
     let callbacks = ConsumerCallbacks {
@@ -212,17 +216,41 @@ async fn intake_stopped(intake: &mut watch::Receiver<bool>) {
     let _ = intake.wait_for(|stopped| *stopped).await;
 }
 
-/// Leaves the group and joins it again, so that the coordinator computes a new
-/// assignment (see `rejoin.rs` for when and why).
-fn rejoin_group(consumer: &GroupConsumer, consumption: &Consumption, topics: &[String]) {
-    let attempt = consumption.rejoins.fetch_add(1, Ordering::AcqRel) + 1;
-    tracing::info!(
-        group = %consumption.group,
-        attempt,
-        "kafka: assigned no partition for {:?}; leaving and joining the group again",
-        rejoin::REJOIN_AFTER
-    );
-    consumption.empty_since.send_replace(None);
+/// Why the poll loop leaves the group and joins it again.
+enum RejoinReason {
+    /// Assigned nothing for too long (`rejoin.rs`).
+    EmptyAssignment,
+    /// Handed back the partitions just revoked (`reissued.rs`).
+    Reissued,
+}
+
+/// Leaves the group and joins it again as a new member, so that the coordinator
+/// computes a new assignment (see `rejoin.rs` and `reissued.rs` for when and why).
+fn rejoin_group(
+    consumer: &GroupConsumer,
+    consumption: &Consumption,
+    topics: &[String],
+    reason: RejoinReason,
+) {
+    match reason {
+        RejoinReason::EmptyAssignment => {
+            let attempt = consumption.rejoins.fetch_add(1, Ordering::AcqRel) + 1;
+            tracing::info!(
+                group = %consumption.group,
+                attempt,
+                "kafka: assigned no partition for {:?}; leaving and joining the group again",
+                rejoin::REJOIN_AFTER
+            );
+            consumption.empty_since.send_replace(None);
+        }
+        RejoinReason::Reissued => {
+            tracing::info!(
+                group = %consumption.group,
+                "kafka: handed back the revoked partitions unchanged; leaving and joining the group again"
+            );
+            consumption.reissue.rejoining();
+        }
+    }
     consumer.unsubscribe();
     let names: Vec<&str> = topics.iter().map(String::as_str).collect();
     if let Err(error) = consumer.subscribe(&names) {
@@ -289,7 +317,12 @@ async fn consume(
             () = rejoin::empty_for_too_long(&mut empty_since),
                 if consumption.rejoins.load(Ordering::Acquire) < rejoin::MAX_REJOINS =>
             {
-                rejoin_group(&consumer, &consumption, &topics);
+                rejoin_group(&consumer, &consumption, &topics, RejoinReason::EmptyAssignment);
+                continue;
+            }
+            // Given back the partitions just revoked: rejoin (`reissued.rs`).
+            () = consumption.reissue.due.notified() => {
+                rejoin_group(&consumer, &consumption, &topics, RejoinReason::Reissued);
                 continue;
             }
             // The next record. Polling is also what runs librdkafka's callbacks for this

@@ -116,6 +116,7 @@ mod groups;
 mod offsets;
 mod produce;
 mod rebalance;
+mod reissued;
 mod rejoin;
 mod settle;
 mod topics;

@@ -32,6 +32,7 @@ impl ClientContext for ConsumerCallbacks {
 impl ConsumerContext for ConsumerCallbacks {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(partitions) = rebalance {
+            self.consumption.reissue.revoked(partitions);
             // Commit what is settled while the partitions are still ours, so that their
             // next owner does not redo it. Not when the assignment was lost (the broker
             // unreachable for a session timeout): the commit would be refused, after
@@ -56,6 +57,11 @@ impl ConsumerContext for ConsumerCallbacks {
                     .map(|element| format!("{}/{}", element.topic(), element.partition()))
                     .collect();
                 tracing::info!(group = %self.consumption.group, partitions = ?owned, "kafka partitions assigned");
+                // The revoked partitions handed back as they were: wakes the poll loop to
+                // rejoin (`reissued.rs`).
+                if self.consumption.reissue.assigned(partitions) {
+                    tracing::info!(group = %self.consumption.group, "kafka: the revoked partitions were handed back unchanged");
+                }
                 // An empty assignment starts the clock of `rejoin.rs`; a real one stops
                 // it and forgives the earlier rejoins.
                 if owned.is_empty() {
