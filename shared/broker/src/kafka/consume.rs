@@ -34,7 +34,7 @@ use super::{
     dead_letter::dead_letter_record,
     offsets::{offsets_list, Slot, Tracker},
     rebalance::ConsumerCallbacks,
-    reissued::Reissue,
+    reissued::{self, Reissue},
     rejoin,
     settle::KafkaSettle,
     wire::envelope_from,
@@ -322,7 +322,11 @@ async fn consume(
             }
             // Given back the partitions just revoked: rejoin (`reissued.rs`).
             () = consumption.reissue.due.notified() => {
-                rejoin_group(&consumer, &consumption, &topics, RejoinReason::Reissued);
+                if reissued::owns_every_partition(consumer.clone(), topics.clone()).await {
+                    tracing::debug!(group = %consumption.group, "kafka: handed back every partition; nothing can be unowned");
+                } else {
+                    rejoin_group(&consumer, &consumption, &topics, RejoinReason::Reissued);
+                }
                 continue;
             }
             // The next record. Polling is also what runs librdkafka's callbacks for this

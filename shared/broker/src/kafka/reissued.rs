@@ -11,17 +11,26 @@
 //! assignment there.
 //!
 //! The sign is visible from here: librdkafka revokes this consumer's partitions for the
-//! rebalance and is then given exactly the same ones back. The consumer then leaves and
-//! joins again as a new member, which makes tansu start a real rebalance, without the
-//! dead member. A real rebalance can also give a member back what it had (a newcomer that
+//! rebalance and is then given exactly the same ones back. Unless those are every
+//! partition of its topics (then none can be unowned: a group of one after a broker
+//! restart, say), the consumer leaves and joins again as a new member, which makes tansu
+//! start a real rebalance, without the dead member. A real rebalance can also give a member back what it had (a newcomer that
 //! gets nothing, or a member's share that happens not to move), so the cost of a false
 //! alarm is one more rebalance; [`COOLDOWN`] keeps two members from answering each other's
 //! rejoins for ever. An empty assignment is `rejoin.rs`'s business.
 
-use std::{sync::Mutex, time::Duration};
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
-use rdkafka::TopicPartitionList;
+use rdkafka::{consumer::Consumer, TopicPartitionList};
 use tokio::{sync::Notify, time::Instant};
+
+use super::consume::GroupConsumer;
+
+/// How long the metadata look-up of [`owns_every_partition`] may take.
+const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// After a rejoin for a re-issued assignment, re-issues are believed for this long: the
 /// rejoin's own rebalance hands most members their partitions back, and without a pause
@@ -62,6 +71,35 @@ impl Reissue {
         *lock(&self.last_rejoin) = Some(Instant::now());
         lock(&self.revoked).clear();
     }
+}
+
+/// Whether `consumer` is assigned every partition of `topics` (so that no partition of
+/// them can be left to a dead member). `false` when the metadata cannot be had: a rejoin
+/// too many costs less than a partition nobody reads.
+pub(super) async fn owns_every_partition(
+    consumer: Arc<GroupConsumer>,
+    topics: Vec<String>,
+) -> bool {
+    // librdkafka's metadata call blocks: off the async workers.
+    tokio::task::spawn_blocking(move || {
+        let Ok(assignment) = consumer.assignment() else {
+            return false;
+        };
+        let mut total = 0;
+        for topic in &topics {
+            let Ok(metadata) = consumer.fetch_metadata(Some(topic), METADATA_TIMEOUT) else {
+                return false;
+            };
+            total += metadata
+                .topics()
+                .iter()
+                .map(|topic| topic.partitions().len())
+                .sum::<usize>();
+        }
+        total > 0 && assignment.count() >= total
+    })
+    .await
+    .unwrap_or(false)
 }
 
 fn sorted(partitions: &TopicPartitionList) -> Vec<(String, i32)> {
