@@ -90,3 +90,108 @@ fn failed(sample: &'static str, of: &str, error: &dyn std::fmt::Display) {
     tracing::warn!(sample, of, %error, "a metrics sample failed; the gauge keeps its last value");
     metrics::counter!(names::SAMPLE_FAILURES, label::SAMPLE => sample).increment(1);
 }
+
+#[cfg(test)]
+mod tests {
+    use orderflow_broker::{memory::MemoryBroker, Envelope, Publisher, Subscriber};
+    use sqlx::migrate::Migrator;
+
+    use super::*;
+    use crate::{
+        db::{Db, Migrations},
+        metrics::{install, scraped},
+        outbox::{enqueue, RelaySettings},
+    };
+
+    #[tokio::test]
+    async fn a_scrape_reads_the_backlog_and_the_outbox_and_a_failed_read_is_counted() {
+        let handle = install();
+        let run = uuid::Uuid::now_v7().simple().to_string();
+        let scratch = std::env::temp_dir().join(format!("orderflow-sampled-{run}"));
+        let empty = scratch.join("no-migrations");
+        std::fs::create_dir_all(&empty).unwrap();
+        let db = Db::connect(&format!("sqlite://{}/s.db", scratch.display()))
+            .await
+            .unwrap();
+        // The kit's own tables (the outbox) only.
+        db.migrate(&Migrations {
+            postgres: Migrator::new(empty.as_path()).await.unwrap(),
+            sqlite: Migrator::new(empty.as_path()).await.unwrap(),
+        })
+        .await
+        .unwrap();
+        let broker: Arc<dyn Broker> =
+            Arc::new(MemoryBroker::from_url(&format!("memory://sampled-{run}")).unwrap());
+        // Names of the test's own: the registry is the whole test binary's.
+        let (group, service, topic) = (format!("g-{run}"), format!("s-{run}"), format!("t.{run}"));
+        let subscription = Subscription::new(group.clone(), [topic.clone()]);
+        broker.declare(&subscription).await.unwrap();
+        for key in ["a", "b", "c"] {
+            broker
+                .publish(Envelope::new(topic.clone(), key, b"{}".to_vec()))
+                .await
+                .unwrap();
+        }
+        for key in ["d", "e"] {
+            let mut transaction = db.pool().begin().await.unwrap();
+            enqueue(
+                &db,
+                &mut transaction,
+                &Envelope::new(topic.clone(), key, b"{}".to_vec()),
+            )
+            .await
+            .unwrap();
+            transaction.commit().await.unwrap();
+        }
+        // Never run: its two rows stay pending.
+        let relay = Relay::new(
+            db.clone(),
+            broker.clone(),
+            RelaySettings {
+                publish_timeout: Duration::from_secs(5),
+                retention: Duration::from_secs(3600),
+            },
+        );
+        // Twice the same group: one backlog series.
+        let sampled = Sampled::new(
+            &service,
+            broker.clone(),
+            [subscription.clone(), subscription],
+            relay,
+        );
+
+        sampled.sample().await;
+        let samples = scraped::parse(&handle.render()).unwrap();
+        assert_eq!(
+            scraped::sum(&samples, names::BACKLOG, &[("group", &group)]),
+            Some(3.0)
+        );
+        assert_eq!(
+            scraped::sum(&samples, names::OUTBOX_PENDING, &[("service", &service)]),
+            Some(2.0)
+        );
+
+        // The database goes away: the outbox read fails, is counted, and the gauge keeps
+        // its last value rather than dropping to 0 (which would read as "all published").
+        let failures_before = scraped::sum(
+            &samples,
+            names::SAMPLE_FAILURES,
+            &[("sample", "outbox_pending")],
+        )
+        .unwrap_or(0.0);
+        db.pool().close().await;
+        sampled.sample().await;
+        let samples = scraped::parse(&handle.render()).unwrap();
+        assert_eq!(
+            scraped::sum(&samples, names::OUTBOX_PENDING, &[("service", &service)]),
+            Some(2.0)
+        );
+        let failures = scraped::sum(
+            &samples,
+            names::SAMPLE_FAILURES,
+            &[("sample", "outbox_pending")],
+        );
+        assert!(failures >= Some(failures_before + 1.0), "{failures:?}");
+        let _ = std::fs::remove_dir_all(&scratch);
+    }
+}
