@@ -93,7 +93,7 @@ fn failed(sample: &'static str, of: &str, error: &dyn std::fmt::Display) {
 
 #[cfg(test)]
 mod tests {
-    use orderflow_broker::{memory::MemoryBroker, Envelope, Publisher, Subscriber};
+    use orderflow_broker::{memory::MemoryBroker, Envelope};
     use sqlx::migrate::Migrator;
 
     use super::*;
