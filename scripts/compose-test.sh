@@ -21,6 +21,10 @@
 # RabbitMQ (docker-compose.yml) then runs --scale sms=3, 300 orders with one SMS container
 # killed mid-run, every SMS container sent some, still exact; down -v.
 # Kafka (docker-compose.kafka.yml, tansu): the early orders and the 200; down -v.
+# On both, once the orders settled: the `observability` profile's Prometheus (a Debian
+# stand-in) is started and must have scraped every service (`up` = 1 for each of the five
+# jobs, and each consumer group's acked deliveries > 0 through Prometheus's query API);
+# on RabbitMQ also each of the three SMS replicas after --scale sms=3.
 #
 # Needs root (apt-get, rootful podman). Without it, or when a prerequisite cannot be
 # installed, the test is skipped with a message — unless CI=true: then it fails.
@@ -47,6 +51,7 @@ base_image=localhost/orderflow-test-base:bookworm
 test_image=localhost/orderflow-test:latest
 postgres_image=localhost/orderflow-standin-postgres:bookworm
 rabbitmq_image=localhost/orderflow-standin-rabbitmq:bookworm
+prometheus_image=localhost/orderflow-standin-prometheus:bookworm
 kafka_image=localhost/orderflow-standin-kafka:tansu-$TANSU_VERSION
 orderflow=$root_dir/target/release/orderflow
 
@@ -58,7 +63,7 @@ current_files=("${rabbitmq_files[@]}")
 export DOCKER_HOST=unix://$socket
 export ORDERFLOW_TEST_IMAGE=$test_image ORDERFLOW_TEST_BASE_IMAGE=$base_image
 export ORDERFLOW_TEST_POSTGRES_IMAGE=$postgres_image ORDERFLOW_TEST_RABBITMQ_IMAGE=$rabbitmq_image
-export ORDERFLOW_TEST_KAFKA_IMAGE=$kafka_image
+export ORDERFLOW_TEST_KAFKA_IMAGE=$kafka_image ORDERFLOW_TEST_PROMETHEUS_IMAGE=$prometheus_image
 # The compose files read these from the environment; the test runs their defaults, except
 # the host ports: free ones, since the host may run RabbitMQ, PostgreSQL and scripts/up.sh.
 unset ORDERFLOW_BROKER ORDERFLOW_BINARIES ORDERFLOW_LOG_FORMAT RUST_LOG \
@@ -66,7 +71,7 @@ unset ORDERFLOW_BROKER ORDERFLOW_BINARIES ORDERFLOW_LOG_FORMAT RUST_LOG \
   ORDERFLOW_SMS_RATE_PER_S ORDERFLOW_SMS_LATENCY_MS \
   COMPOSE_FILE COMPOSE_PROFILES COMPOSE_PROJECT_NAME
 for port in ORDERFLOW_ORDER_PORT ORDERFLOW_LOGGING_PORT ORDERFLOW_RABBITMQ_PORT \
-  ORDERFLOW_RABBITMQ_UI_PORT ORDERFLOW_KAFKA_PORT; do
+  ORDERFLOW_RABBITMQ_UI_PORT ORDERFLOW_KAFKA_PORT ORDERFLOW_PROMETHEUS_PORT ORDERFLOW_GRAFANA_PORT; do
   export "$port=$(free_port)"
 done
 
@@ -143,7 +148,7 @@ stop_pid() {
 
 take_down() {
   timeout 180 docker-compose -p "$project" --project-directory "$root_dir" "${current_files[@]}" \
-    --profile tools down -v --remove-orphans >"$run_dir/down.log" 2>&1 ||
+    --profile tools --profile observability down -v --remove-orphans >"$run_dir/down.log" 2>&1 ||
     { cat "$run_dir/down.log" >&2; return 1; }
 }
 
@@ -187,6 +192,7 @@ trap 'exit 130' INT TERM
 ensure_stand_ins() {
   build_stand_in "$postgres_image" docker/stand-ins/postgres.Dockerfile docker/stand-ins
   build_stand_in "$rabbitmq_image" docker/stand-ins/rabbitmq.Dockerfile docker/stand-ins
+  build_stand_in "$prometheus_image" docker/stand-ins/prometheus.Dockerfile docker/stand-ins
   if [[ " $phases " == *" kafka "* ]]; then
     ( ensure_tansu_binary ) || missing "no tansu binary ($TANSU_BIN) and building it failed"
     mkdir -p "$run_dir/kafka-context"
@@ -213,7 +219,8 @@ check_config() {
   for files in "-f docker-compose.yml" "-f docker-compose.kafka.yml" \
     "${rabbitmq_files[*]}" "${kafka_files[*]}"; do
     # shellcheck disable=SC2086 # the words of $files are the -f arguments
-    out=$(docker-compose $files --profile tools config -q 2>&1) || fail "docker-compose $files config: $out"
+    out=$(docker-compose $files --profile tools --profile observability config -q 2>&1) ||
+      fail "docker-compose $files config: $out"
     [ -z "$out" ] || fail "docker-compose $files config warns: $out"
   done
   log "docker-compose config: clean for docker-compose.yml, docker-compose.kafka.yml and both with the test's overrides"
@@ -281,6 +288,50 @@ set_endpoints() {
     [ -n "$address" ] || return 1
     export "ORDERFLOW_${service^^}_URL=http://$address:8080"
   done
+}
+
+# --- Prometheus -------------------------------------------------------------------------
+
+# prometheus_query PROMQL: the JSON answer of Prometheus's instant query API, through its
+# published host port.
+prometheus_query() {
+  curl -fsS --max-time 5 --get --data-urlencode "query=$1" \
+    "http://127.0.0.1:$ORDERFLOW_PROMETHEUS_PORT/api/v1/query"
+}
+
+# wait_prometheus_shows PROMQL LABEL VALUE NAME…: until the query's answer has, for each
+# NAME, a series {LABEL="NAME"} of value VALUE (within the deadline).
+wait_prometheus_shows() {
+  local query=$1 label=$2 value=$3 started answer name missing
+  shift 3
+  started=$(date +%s)
+  while :; do
+    answer=$(prometheus_query "$query" 2>/dev/null || true)
+    missing=""
+    for name in "$@"; do
+      # {"metric":{"job":"order"},"value":[1733070000.123,"1"]}
+      [[ $answer =~ \{\"$label\":\"$name\"\},\"value\":\[[0-9.]+,\"$value\"\] ]] || missing+=" $name"
+    done
+    [ -n "$missing" ] || { log "prometheus: $query = $value for every $label after $(( $(date +%s) - started )) s"; return 0; }
+    (( $(date +%s) - started < deadline )) ||
+      fail "prometheus: $query is not $value within ${deadline} s for:$missing (last answer: ${answer:-none})"
+    sleep 1
+  done
+}
+
+# The `observability` profile's Prometheus, started on its own (Grafana has no stand-in),
+# must scrape every service: each job up, and what each consumer group did visible
+# through it — the series come from the services' /metrics, not from Prometheus itself.
+prometheus_phase() {
+  phase "$1: --profile observability up -d prometheus, every service scraped"
+  log "docker-compose --profile observability up -d prometheus"
+  timeout $((deadline + 60)) docker-compose -p "$project" --project-directory "$root_dir" \
+    "${current_files[@]}" --profile observability up -d prometheus >"$run_dir/up.log" 2>&1 ||
+    { cat "$run_dir/up.log" >&2; fail "docker-compose up -d prometheus failed"; }
+  wait_healthy 8
+  wait_prometheus_shows 'min by (job) (up)' job 1 order payment points sms logging
+  wait_prometheus_shows 'count by (group) (sum by (group) (orderflow_deliveries_total{outcome="acked"}) > 0)' \
+    group 1 order payment points sms logging
 }
 
 # --- the CLI doing the work -------------------------------------------------------------
@@ -403,10 +454,11 @@ rabbitmq_phase() {
   wait_exact $((early_orders + orders))
   reconcile_in_network
   local placed=$((early_orders + orders))
+  prometheus_phase rabbitmq
 
   phase "rabbitmq: --scale sms=3, $scale_orders orders, one SMS killed"
   compose_up --scale sms=3
-  wait_healthy 9
+  wait_healthy 10
   local victim sms_before name report
   declare -A hostname_of=()
   for name in $(podman ps --filter "label=com.docker.compose.project=$project" \
@@ -414,6 +466,8 @@ rabbitmq_phase() {
     hostname_of[$name]=$(podman inspect --format '{{.Config.Hostname}}' "$name")
   done
   [ "${#hostname_of[@]}" = 3 ] || fail "--scale sms=3 runs ${#hostname_of[@]} SMS containers"
+  # Prometheus finds the new replicas by DNS: each one a target of its own, scraped.
+  wait_prometheus_shows 'count by (job) (up{job="sms"} == 1)' job 3 sms
   victim=$(container_of sms 3)
   [ -n "${hostname_of[$victim]:-}" ] || fail "no container $victim"
   set_endpoints || fail "a service has no running container to reconcile against"
@@ -487,6 +541,7 @@ kafka_phase() {
   place "$early_orders" "$orders" || fail "placing $orders orders failed"
   wait_exact $((early_orders + orders))
   reconcile_in_network
+  prometheus_phase kafka
 
   phase "kafka: down -v"
   compose_down kafka

@@ -12,6 +12,10 @@
 //!   every `ORDERFLOW_*` variable `scripts/up.sh` sets is one the compose file sets too;
 //! - no two published host ports clash, and the scaled consumers publish none;
 //! - every `${VARIABLE}` the files read is in `.env.example`, with the same default.
+//! - the `observability` profile, in both files: Prometheus scrapes every service's
+//!   `/metrics` (one job per service, replicas found by DNS), and Grafana's dashboard
+//!   queries only series the services export (`orderflow_kit::metrics::names`) from the
+//!   provisioned data source.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -229,7 +233,7 @@ fn every_service_is_complete(file: &str, services: &BTreeMap<String, Value>) {
         }
     }
     // Infrastructure comes from official images with pinned versions.
-    for infrastructure in ["postgres", "rabbitmq", "kafka"] {
+    for infrastructure in ["postgres", "rabbitmq", "kafka", "prometheus", "grafana"] {
         let Some(service) = services.get(infrastructure) else {
             continue;
         };
@@ -380,7 +384,10 @@ fn every_variable_the_compose_files_read_is_in_env_example_with_its_default() {
         .filter_map(|line| line.split_once('='))
         .collect();
     let mut read = BTreeSet::new();
-    for file in FILES.iter().chain(&["docker/services.yml"]) {
+    for file in FILES
+        .iter()
+        .chain(&["docker/services.yml", "docker/observability.yml"])
+    {
         let text = std::fs::read_to_string(root().join(file)).unwrap();
         for (_, rest) in text
             .match_indices("${")
@@ -399,4 +406,129 @@ fn every_variable_the_compose_files_read_is_in_env_example_with_its_default() {
         }
     }
     assert!(read.contains("ORDERFLOW_ORDER_PORT"), "{read:?}");
+}
+
+/// A file the observability services mount: `./x:/in/container[:ro]` in
+/// docker/observability.yml, so relative to docker/. Returns the host path.
+fn mounted(service: &Value, container_path: &str) -> std::path::PathBuf {
+    let volume = strings(&service["volumes"])
+        .into_iter()
+        .find(|volume| volume.split(':').nth(1) == Some(container_path))
+        .unwrap_or_else(|| panic!("nothing is mounted at {container_path}"));
+    let host = volume.split(':').next().unwrap();
+    let path = root().join("docker").join(host);
+    assert!(path.exists(), "{} is mounted but missing", path.display());
+    path
+}
+
+#[test]
+fn the_observability_profile_scrapes_every_service_in_both_files() {
+    for file in FILES {
+        let services = services_of(file);
+        for name in ["prometheus", "grafana"] {
+            assert_eq!(
+                strings(&services[name]["profiles"]),
+                vec!["observability"],
+                "{file}: `{name}` runs in the observability profile only"
+            );
+        }
+        let config = load(&mounted(
+            &services["prometheus"],
+            "/etc/prometheus/prometheus.yml",
+        ));
+        let jobs: BTreeMap<&str, &Value> = config["scrape_configs"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|job| (job["job_name"].as_str().unwrap(), job))
+            .collect();
+        assert_eq!(
+            jobs.keys().copied().collect::<BTreeSet<_>>(),
+            BTreeSet::from(ORDERFLOW_SERVICES),
+            "{file}: one Prometheus job per service"
+        );
+        for (name, job) in jobs {
+            // The services listen on ORDERFLOW_HTTP_ADDR's port inside their containers.
+            let listen = with_defaults(
+                services[name]["environment"]["ORDERFLOW_HTTP_ADDR"]
+                    .as_str()
+                    .unwrap(),
+            );
+            let port: u64 = listen.rsplit(':').next().unwrap().parse().unwrap();
+            let discovery = &job["dns_sd_configs"][0];
+            assert_eq!(
+                strings(&discovery["names"]),
+                vec![name],
+                "{file}: job {name}"
+            );
+            assert_eq!(discovery["port"].as_u64(), Some(port), "{file}: job {name}");
+            // Every replica, not one at random: a DNS A lookup of the service name.
+            assert_eq!(discovery["type"].as_str(), Some("A"), "{file}: job {name}");
+            assert!(
+                job.get("metrics_path").is_none(),
+                "{file}: job {name} scrapes /metrics, Prometheus's default"
+            );
+        }
+        let provisioning = mounted(&services["grafana"], "/etc/grafana/provisioning");
+        assert!(provisioning.join("datasources/prometheus.yml").exists());
+        assert!(provisioning.join("dashboards/orderflow.yml").exists());
+        mounted(&services["grafana"], "/var/lib/grafana/dashboards");
+    }
+}
+
+#[test]
+fn the_dashboard_queries_only_series_the_services_export() {
+    use orderflow_kit::metrics::names;
+    let datasources = load(&root().join("docker/grafana/provisioning/datasources/prometheus.yml"));
+    let uid = datasources["datasources"][0]["uid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let provider = load(&root().join("docker/grafana/provisioning/dashboards/orderflow.yml"));
+    assert_eq!(
+        provider["providers"][0]["options"]["path"].as_str(),
+        Some("/var/lib/grafana/dashboards"),
+        "the provider reads where the compose files mount the dashboards"
+    );
+    let text =
+        std::fs::read_to_string(root().join("docker/grafana/dashboards/orderflow.json")).unwrap();
+    let dashboard: serde_json::Value = serde_json::from_str(&text).expect("the dashboard is JSON");
+    let exported: BTreeSet<String> = names::ALL
+        .iter()
+        .map(|name| name.to_string())
+        .chain(names::HISTOGRAMS.iter().flat_map(|histogram| {
+            ["_bucket", "_sum", "_count"].map(|suffix| format!("{histogram}{suffix}"))
+        }))
+        .collect();
+    let panels = dashboard["panels"].as_array().unwrap();
+    assert!(!panels.is_empty());
+    let mut queried = BTreeSet::new();
+    for panel in panels {
+        let title = panel["title"].as_str().unwrap();
+        assert_eq!(panel["datasource"]["uid"], uid.as_str(), "panel {title}");
+        let targets = panel["targets"].as_array().unwrap();
+        assert!(!targets.is_empty(), "panel {title} has no query");
+        for target in targets {
+            let expr = target["expr"].as_str().unwrap();
+            for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                if word.starts_with("orderflow_") {
+                    assert!(
+                        exported.contains(word),
+                        "panel {title} queries {word}, which no service exports"
+                    );
+                    queried.insert(word.to_owned());
+                }
+            }
+        }
+    }
+    // The series the issue asked for are all on it.
+    for series in [
+        names::HTTP_REQUESTS,
+        names::DELIVERIES,
+        names::BACKLOG,
+        names::OUTBOX_PENDING,
+        names::GATEWAY_RATE_LIMIT_WAITS,
+    ] {
+        assert!(queried.contains(series), "the dashboard shows no {series}");
+    }
 }

@@ -163,6 +163,7 @@ impl SmsGateway {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .try_take();
         if !admitted {
+            orderflow_kit::metrics::gateways::refused("sms", "rate_limited");
             return Err(GatewayError::RateLimited {
                 rate_per_s: self.settings.rate_per_s,
             });

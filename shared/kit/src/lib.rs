@@ -15,6 +15,7 @@
 //! | [`consumer`] | the consumer loop: bounded concurrency, per-key order, rate limit, retry with backoff, dead letters |
 //! | [`retry`] | the retry policy (exponential backoff, cap, jitter) and retrying a start-up step until a deadline |
 //! | [`http`] | JSON errors, the [`http::JsonBody`] extractor (refusals name the field), `/healthz` and `/readyz` (not ready while the database or broker is down), serving a router with a span per request |
+//! | [`metrics`] | `GET /metrics` in the Prometheus text format: the one recorder per process, HTTP requests by route, consumer outcomes and handler durations, backlog and outbox gauges read at scrape time |
 //! | [`service`] | the life of a service written once: [`service::Service`] (connect, migrate, consume, serve, stop) and the [`service::Application`] shell every `startup::build` returns |
 //! | [`wait`], [`testenv`] | waiting on conditions with deadlines; finding brokers in tests |
 //! | `testkit` (feature) | one service per test: its own broker and database, HTTP and broker helpers |
@@ -25,6 +26,7 @@ pub mod db;
 pub mod failpoints;
 pub mod http;
 pub mod idempotency;
+pub mod metrics;
 pub mod outbox;
 pub mod retry;
 pub mod service;

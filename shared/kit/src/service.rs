@@ -4,7 +4,7 @@
 //! Service::start(config, migrations)      database connected and migrated, broker connected
 //!   .consume(topics, handler, options)    consumer loop per subscription (declared now)
 //!   .with_routes(router)                  an Application: built, not yet running
-//!   .run_until_stopped(shutdown)          HTTP + /healthz + /readyz + outbox relay + consumers
+//!   .run_until_stopped(shutdown)          HTTP + /healthz + /readyz + /metrics + outbox relay + consumers
 //! ```
 //!
 //! Each service's `startup::build` is the part that is its own — which topics it consumes,
@@ -33,6 +33,7 @@ use crate::{
     consumer::{self, ConsumerOptions, ConsumerStats, CrashPolicy, Handler},
     db::{Db, Migrations},
     http::{self, Readiness},
+    metrics,
     outbox::{Relay, RelaySettings},
     retry::{retry_start_up_step, RetryPolicy},
 };
@@ -110,6 +111,8 @@ impl Service {
     /// The broker is retried for up to 60 s: in a compose stack it may start later.
     pub async fn start(config: ServiceConfig, migrations: &Migrations) -> anyhow::Result<Service> {
         crate::failpoints::configure_from_env()?;
+        // Before anything is counted: what is recorded before a recorder exists is lost.
+        metrics::install();
         let listener = http::bind(config.http_addr).await?;
         let db = Db::connect(&config.database_url).await?;
         db.migrate(migrations).await?;
@@ -206,7 +209,8 @@ impl Service {
         })
     }
 
-    /// Serves `router` (plus `/healthz` and `/readyz`), runs the relay and the consumers,
+    /// Serves `router` (plus `/healthz`, `/readyz` and `/metrics`, every route counted and
+    /// timed), runs the relay and the consumers,
     /// until `shutdown` is cancelled; then stops them in order.
     pub async fn run(self, router: Router, shutdown: CancellationToken) -> anyhow::Result<()> {
         let Service {
@@ -234,6 +238,15 @@ impl Service {
         let probed_subscription = consumers
             .first()
             .map(|(subscription, ..)| subscription.clone());
+        // `/metrics` reads the backlog of every group the service consumes in.
+        let sampled = metrics::Sampled::new(
+            &name,
+            broker.clone(),
+            consumers
+                .iter()
+                .map(|(subscription, ..)| subscription.clone()),
+            relay.clone(),
+        );
         for (subscription, handler, options) in consumers {
             let deliveries = broker
                 .subscribe(subscription.clone())
@@ -266,7 +279,10 @@ impl Service {
             ));
         }
         tracing::info!(service = %name, address = %listener.local_addr()?, "ready");
-        let router = router.merge(http::health_routes(readiness.clone()));
+        let router = router
+            .merge(http::health_routes(readiness.clone()))
+            .merge(metrics::metrics_routes(sampled));
+        let router = metrics::track_requests(router, &name);
         let serve = http::serve(listener, router, shutdown.clone());
         tokio::pin!(serve);
         // Serve until the stop begins (or the server fails on its own); from then on the

@@ -25,6 +25,8 @@
 //!   the backend marks as possibly handed out before, the loop counts handler starts in
 //!   the service database and dead-letters a message handed out `max_crashes` times
 //!   without being settled. First deliveries skip that bookkeeping entirely.
+//! - **Measured** ([`crate::metrics::deliveries`]): every delivery's outcome, every
+//!   handler call's duration and every wait for the rate limit, labelled by group.
 //! - **Graceful stop, bounded**: when `shutdown` is cancelled the loop stops the intake
 //!   ([`Deliveries::stop_intake`]: RabbitMQ `basic.cancel`, Kafka stops polling), handles
 //!   what it was already handed — running handlers, messages waiting for their key, what
@@ -54,7 +56,11 @@ use tokio::{sync::Mutex, task::JoinSet, time::Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::{db::Db, retry::RetryPolicy};
+use crate::{
+    db::Db,
+    metrics::{deliveries as measured, names::outcome as delivered},
+    retry::RetryPolicy,
+};
 
 pub mod crashes;
 pub use crashes::CrashPolicy;
@@ -184,15 +190,17 @@ impl RateLimiter {
         }
     }
 
-    /// Waits for this caller's slot.
-    async fn acquire(&self) {
+    /// Waits for this caller's slot; returns how long that was (zero: the slot was free).
+    async fn acquire(&self) -> Duration {
+        let asked = Instant::now();
         let slot = {
             let mut next_slot = self.next_slot.lock().await;
-            let slot = (*next_slot).max(Instant::now());
+            let slot = (*next_slot).max(asked);
             *next_slot = slot + self.period;
             slot
         };
         tokio::time::sleep_until(slot).await;
+        slot - asked
     }
 }
 
@@ -234,7 +242,8 @@ pub async fn run(
         running.spawn(async move {
             let key = delivery.envelope().key.clone();
             if let Some(limiter) = limiter {
-                limiter.acquire().await;
+                let waited = limiter.acquire().await;
+                measured::rate_limit_wait(delivery.group(), waited);
             }
             // Settles the delivery (ack, retry or dead-letter) before the task ends.
             handle_one(delivery, handler.as_ref(), &options, &stats).await;
@@ -334,6 +343,9 @@ async fn handle_one(
     stats: &ConsumerStats,
 ) {
     let envelope = delivery.envelope().clone();
+    // Owned: the delivery is moved into its settlement, and the outcome is counted after.
+    let group = delivery.group().to_owned();
+    measured::delivery(&group, delivered::CONSUMED);
     let span = tracing::info_span!(
         "message",
         order_id = envelope.correlation_id().unwrap_or(envelope.key.as_str()),
@@ -392,7 +404,10 @@ async fn handle_one(
         // A hang becomes a failed attempt too: the call is dropped (cancelled) at the
         // timeout. Only an await point can be cancelled; a handler stuck in blocking code
         // holds its thread until the process is killed, which the crash count covers.
-        let handled = match tokio::time::timeout(options.handler_timeout, call).await {
+        let started = Instant::now();
+        let returned = tokio::time::timeout(options.handler_timeout, call).await;
+        measured::handler_call(&group, started.elapsed());
+        let handled = match returned {
             Ok(returned) => returned
                 .unwrap_or_else(|panic| Err(HandlerError::Retry(panicked(panic.as_ref())))),
             Err(_) => Err(HandlerError::Retry(anyhow::anyhow!(
@@ -416,14 +431,22 @@ async fn handle_one(
                     }
                     Outcome::Ignored => 0,
                 };
-                if let Err(error) = delivery.ack().await {
-                    tracing::warn!(%error, "ack failed; the message will be redelivered and deduplicated");
+                match delivery.ack().await {
+                    Ok(()) => {
+                        measured::delivery(&group, delivered::ACKED);
+                        // Counted once acked, so that `duplicate` stays a part of `acked`.
+                        if outcome == Outcome::Duplicate {
+                            measured::delivery(&group, delivered::DUPLICATE);
+                        }
+                    }
+                    Err(error) => tracing::warn!(%error, "ack failed; the message will be redelivered and deduplicated"),
                 }
             }
             Err(HandlerError::Retry(error)) if delivery.attempt() < options.retry.max_attempts => {
                 let delay = options.retry.backoff(delivery.attempt());
                 tracing::warn!(error = format!("{error:#}"), ?delay, "handler failed: retrying");
                 stats.retried.fetch_add(1, Ordering::Relaxed);
+                measured::delivery(&group, delivered::RETRIED);
                 if let Err(error) = delivery.retry(delay).await {
                     tracing::warn!(%error, "scheduling the retry failed; the broker will redeliver");
                 }
@@ -461,9 +484,11 @@ async fn dead_letter(
     options: &ConsumerOptions,
     stats: &ConsumerStats,
 ) -> bool {
+    let group = delivery.group().to_owned();
     match delivery.dead_letter(reason).await {
         Ok(()) => {
             stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+            measured::delivery(&group, delivered::DEAD_LETTERED);
             bump(options, counters::DEAD_LETTERED).await;
             true
         }
@@ -535,6 +560,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_panicking_handler_is_retried_then_dead_lettered_and_its_key_goes_on() {
+        let metrics = crate::metrics::install();
         let broker = MemoryBroker::from_url(&format!(
             "memory://consumer-panic-{}",
             uuid::Uuid::now_v7().simple()
@@ -544,9 +570,11 @@ mod tests {
         let key = uuid::Uuid::now_v7();
         let poisoned = order(key, 13);
         let healthy = order(key, 1);
-        let subscription = Subscription::new("g", [poisoned.topic.clone()]);
+        // A group name of the test's own: the metrics registry is the whole test binary's.
+        let group = format!("panic-{}", uuid::Uuid::now_v7().simple());
+        let subscription = Subscription::new(group.clone(), [poisoned.topic.clone()]);
         let deliveries = broker.subscribe(subscription).await.unwrap();
-        let mut dead_letters = broker.subscribe_dead_letters("g").await.unwrap();
+        let mut dead_letters = broker.subscribe_dead_letters(&group).await.unwrap();
         let options = ConsumerOptions {
             retry: RetryPolicy {
                 max_attempts: 2,
@@ -599,6 +627,49 @@ mod tests {
         assert_eq!(stats.dead_lettered.load(Ordering::Relaxed), 1);
         shutdown.cancel();
         consumer.await.unwrap();
+
+        // The same story in /metrics: three handler calls (the poison twice, the healthy
+        // one once), one retry, one dead letter, one ack.
+        let samples = crate::metrics::scraped::parse(&metrics.render()).unwrap();
+        let deliveries = |outcome: &str| {
+            crate::metrics::scraped::sum(
+                &samples,
+                crate::metrics::names::DELIVERIES,
+                &[("group", &group), ("outcome", outcome)],
+            )
+        };
+        assert_eq!(deliveries(delivered::CONSUMED), Some(3.0));
+        assert_eq!(deliveries(delivered::RETRIED), Some(1.0));
+        assert_eq!(deliveries(delivered::DEAD_LETTERED), Some(1.0));
+        assert_eq!(deliveries(delivered::ACKED), Some(1.0));
+        assert_eq!(deliveries(delivered::DUPLICATE), None);
+        let calls = crate::metrics::scraped::sum(
+            &samples,
+            &format!("{}_count", crate::metrics::names::HANDLER_DURATION),
+            &[("group", &group)],
+        );
+        assert_eq!(calls, Some(3.0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_rate_limiter_says_how_long_each_start_waited() {
+        let limiter = RateLimiter::new(10.0);
+        // Three starts at once, 10 a second: the first slot is free, the next two are
+        // 100 ms and 200 ms away.
+        let waits =
+            futures::future::join3(limiter.acquire(), limiter.acquire(), limiter.acquire()).await;
+        let mut waits = [waits.0, waits.1, waits.2];
+        waits.sort();
+        assert_eq!(
+            waits,
+            [
+                Duration::ZERO,
+                Duration::from_millis(100),
+                Duration::from_millis(200)
+            ]
+        );
+        // One more, after the others: its slot is 100 ms after the last one's.
+        assert_eq!(limiter.acquire().await, Duration::from_millis(100));
     }
 
     /// Holds every message until released, and says when it has started one.
