@@ -7,12 +7,17 @@ use std::path::Path;
 /// `kill(2)` call would need). Errors when the signal could not be sent, e.g. the process
 /// is already gone.
 pub fn sigkill(pid: u32) -> anyhow::Result<()> {
+    signal(pid, "-KILL")
+}
+
+/// Sends `signal` (as kill(1) spells it: `-KILL`, `-STOP`, `-CONT`) to `pid`.
+pub fn signal(pid: u32, signal: &str) -> anyhow::Result<()> {
     let status = std::process::Command::new("kill")
-        .args(["-KILL", &pid.to_string()])
+        .args([signal, &pid.to_string()])
         .stderr(std::process::Stdio::null())
         .status()
         .map_err(|error| anyhow::anyhow!("cannot run kill(1): {error}"))?;
-    anyhow::ensure!(status.success(), "kill -KILL {pid} failed ({status})");
+    anyhow::ensure!(status.success(), "kill {signal} {pid} failed ({status})");
     Ok(())
 }
 

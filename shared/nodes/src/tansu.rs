@@ -123,6 +123,26 @@ impl TansuNode {
         Ok(())
     }
 
+    /// Freezes tansu (SIGSTOP): connections stay open and nothing is answered, the way a
+    /// broker stalled on its disk or starved of CPU looks to its clients.
+    pub fn pause(&self) -> anyhow::Result<()> {
+        self.signal("-STOP")
+    }
+
+    /// Lets a paused tansu run again (SIGCONT).
+    pub fn resume(&self) -> anyhow::Result<()> {
+        self.signal("-CONT")
+    }
+
+    fn signal(&self, signal: &str) -> anyhow::Result<()> {
+        let pid = self
+            .process
+            .as_ref()
+            .and_then(|child| child.id())
+            .context("tansu is not running")?;
+        process::signal(pid, signal)
+    }
+
     /// Starts tansu again on the same port with the same data, and waits until it listens.
     /// A tansu still running is killed first (tansu keeps nothing in memory that SQLite
     /// does not have, so there is no gentler stop to prefer).
