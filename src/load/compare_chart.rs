@@ -55,7 +55,7 @@ pub fn write(path: &Path, report: &CompareReport) -> anyhow::Result<()> {
         "Through the queue (async) or calling payment, points, SMS and logging in the request (sync): steady, burst, logging down",
         (FONT, 24),
     )?;
-    let (left, right) = main.split_horizontally(SIZE.0 * 6 / 10);
+    let (left, right) = main.split_horizontally(SIZE.0 * 57 / 100);
     let columns = report.columns();
     draw_groups(
         &root,
@@ -68,7 +68,7 @@ pub fn write(path: &Path, report: &CompareReport) -> anyhow::Result<()> {
     draw_groups(
         &root,
         &right,
-        "Orders accepted (2xx answers) and requests failed, per second",
+        "Orders accepted (2xx) and requests failed (errors, timeouts), per second",
         "per second",
         &throughput_groups(report, columns),
         false,
@@ -118,7 +118,7 @@ fn latency_groups(report: &CompareReport, columns: [&WiringFigures; 2]) -> Vec<G
 fn throughput_groups(report: &CompareReport, columns: [&WiringFigures; 2]) -> Vec<Group> {
     let seconds = report.setup.profile.duration.as_secs_f64().max(1.0);
     let mut groups = vec![Group {
-        label: ("accepted/s".into(), "base-rate seconds".into()),
+        label: ("accepted/s".into(), "base rate".into()),
         values: columns.map(|f| f.accepted_per_s_base),
     }];
     if let (Some(a), Some(s)) = (
@@ -126,12 +126,12 @@ fn throughput_groups(report: &CompareReport, columns: [&WiringFigures; 2]) -> Ve
         columns[1].accepted_per_s_burst,
     ) {
         groups.push(Group {
-            label: ("accepted/s".into(), "burst seconds".into()),
+            label: ("accepted/s".into(), "burst".into()),
             values: [a, s],
         });
     }
     groups.push(Group {
-        label: ("failed/s".into(), "errors + timeouts, run".into()),
+        label: ("failed/s".into(), "whole run".into()),
         values: columns.map(|f| (f.errors + f.timeouts) as f64 / seconds),
     });
     let down = &report.logging_down;

@@ -70,7 +70,11 @@ pub fn write(path: &Path, report: &LoadReport) -> anyhow::Result<()> {
     chart
         .configure_mesh()
         .x_desc("time since the start of the run (s)")
-        .y_desc("requests/s and events/s (left axis)")
+        .y_desc(if watched {
+            "requests/s and orders logged/s (left axis)"
+        } else {
+            "requests/s"
+        })
         .axis_desc_style((FONT, 18))
         .label_style((FONT, 15))
         .x_label_formatter(&whole)
