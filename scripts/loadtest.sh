@@ -398,6 +398,17 @@ for round in range(1, rounds + 1):
     p(f"| {round} | oha | {loadavg(f'validate-oha-{round}')} | {sum(statuses.values()) + oha_errors:,} | {oha_ok:,} | "
       f"{oha_errors:,} | {sec(lp.get('p50'))} | {sec(lp.get('p90'))} | {sec(lp.get('p99'))} | {sec(summary.get('slowest'))} |")
 p("")
+def both(round):
+    ours = load(f"validate-orderflow-{round}")["latency_ms"]
+    theirs = json.load(open(f"{run}/validate-oha-{round}.json")).get("latencyPercentiles", {})
+    return ours, theirs
+pairs = [both(round) for round in range(1, rounds + 1)]
+if all(isinstance(theirs.get("p99"), (int, float)) for _, theirs in pairs):
+    d50 = [ours["p50_ms"] - theirs["p50"] * 1000 for ours, theirs in pairs]
+    d99 = [ours["p99_ms"] - theirs["p99"] * 1000 for ours, theirs in pairs]
+    p(f"orderflow minus oha, per round: p50 {', '.join(f'{d:+.1f}' for d in d50)} ms; "
+      f"p99 {', '.join(f'{d:+.1f}' for d in d99)} ms.")
+    p("")
 if oha_error_kinds:
     kinds = "; ".join(f"{count} × {kind}" for kind, count in oha_error_kinds.items())
     p(f"oha's errors: {kinds} (requests still in flight when `-z` ran out).")
