@@ -65,6 +65,7 @@ cleanup() {
 trap cleanup EXIT
 
 broker_args=()
+broker_note="the embedded memory broker"
 case $backend in
   memory) broker_args=(--broker memory://) ;;
   rabbitmq)
@@ -75,15 +76,20 @@ case $backend in
     rabbitmqctl add_vhost "$vhost" >/dev/null
     rabbitmqctl set_permissions -p "$vhost" guest '.*' '.*' '.*' >/dev/null
     broker_args=(--broker "amqp://guest:guest@127.0.0.1:5672/$vhost")
+    broker_note="RabbitMQ $(rabbitmqctl version 2>/dev/null || echo '(version unknown)') on loopback, a virtual host of this run's own"
     ;;
   kafka)
     if [ -n "${ORDERFLOW_KAFKA_URL:-}" ]; then
       broker_args=(--broker "$ORDERFLOW_KAFKA_URL")
+      broker_note="a Kafka-protocol broker at $ORDERFLOW_KAFKA_URL"
     else
+      # Memory storage, as scripts/bench.sh runs it: tansu 0.6.0 on SQLite storage
+      # panicked under the 10x burst here ("more or less than one row", lite.rs:503).
       ensure_tansu_binary
       kafka_port=$(free_port)
       tansu_pid=$(start_tansu "$kafka_port" "memory://tansu/" "$run_dir/tansu.log")
       broker_args=(--broker "kafka://127.0.0.1:$kafka_port")
+      broker_note="the Kafka protocol: tansu $TANSU_VERSION on loopback, memory storage, private to this run"
     fi
     ;;
   *) die "usage: scripts/loadtest.sh [memory|rabbitmq|kafka]" ;;
@@ -186,7 +192,6 @@ measure ceiling --target "http://127.0.0.1:$port" --get /healthz --rate "$ceilin
 kill "$service_pid" 2>/dev/null || true
 wait "$service_pid" 2>/dev/null || true
 service_pid=""
-load_at_end=$(loadavg)
 
 mkdir -p "$charts_dir"
 cp "$run_dir/compare/async/peak-shaving.svg" "$charts_dir/peak-shaving.svg"
@@ -197,10 +202,10 @@ cp "$run_dir/compare/async-logging-down/logging-down.svg" "$charts_dir/logging-d
 cp "$run_dir/compare/sync-logging-down/logging-down.svg" "$charts_dir/logging-down-sync.svg"
 cp "$run_dir/steady/latency.svg" "$charts_dir/latency-steady.svg"
 
-ORDERFLOW_LOAD_AT_START="$load_at_start" ORDERFLOW_LOAD_AT_END="$load_at_end" \
+ORDERFLOW_LOAD_AT_START="$load_at_start" \
   ORDERFLOW_BACKEND="$backend" ORDERFLOW_CHARTS="$charts_dir" ORDERFLOW_OHA="$OHA_VERSION" \
   ORDERFLOW_SMS_LIFTED="$sms_lifted" ORDERFLOW_SEARCH_DRAIN="$search_drain" \
-  ORDERFLOW_POSTGRES="$postgres" ORDERFLOW_VALIDATE_ROUNDS="$validate_rounds" \
+  ORDERFLOW_POSTGRES="$postgres" ORDERFLOW_VALIDATE_ROUNDS="$validate_rounds" ORDERFLOW_BROKER_NOTE="$broker_note" \
   python3 - "$run_dir" >"$run_dir/section.md" <<'PY'
 import datetime, json, os, platform, subprocess, sys
 
@@ -232,7 +237,6 @@ profile = compare["setup"]["profile"]
 burst = profile["burst"]
 cpu = sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2").strip() or platform.processor()
 memory_gib = int(sh("grep MemTotal /proc/meminfo | awk '{print $2}'") or 0) // (1024 * 1024)
-names = {"memory": "the embedded memory broker", "rabbitmq": "RabbitMQ", "kafka": "Kafka protocol (tansu)"}
 databases = "PostgreSQL (one database per service)" if env("ORDERFLOW_POSTGRES") else "SQLite (one file per service)"
 
 out = []
@@ -242,11 +246,14 @@ p("")
 p(f"Written by `scripts/loadtest.sh {backend}` from the run it made; run it again to refresh. "
   "Every figure below was measured in that run.")
 p("")
-p(f"- measured: {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}")
+def stamp(name):
+    when = datetime.datetime.fromtimestamp(os.path.getmtime(f"{run}/{name}.json"), datetime.timezone.utc)
+    return when.strftime('%Y-%m-%d %H:%M UTC')
+p(f"- measured: from {stamp('steady')} (the steady run ended) to {stamp('ceiling')} (the last run ended)")
 p(f"- machine: {os.cpu_count()} cores ({cpu}), {memory_gib} GiB, {platform.system()} {platform.release()}, "
   f"shared with other work; load average (1, 5, 15 min) when the run began: {env('ORDERFLOW_LOAD_AT_START')}, "
-  f"when it ended: {env('ORDERFLOW_LOAD_AT_END')}; the 1-minute figure before each run is in its row")
-p(f"- stack: the five services in one process (`orderflow load`, release build) on {names.get(backend, backend)}, "
+  f"before its last run: {open(f'{run}/ceiling.load').read().strip()}; the 1-minute figure before each run is in its row")
+p(f"- stack: the five services in one process (`orderflow load`, release build) on {env('ORDERFLOW_BROKER_NOTE')}, "
   f"databases {databases}; the load generator in the same process, open loop, latency from each request's "
   f"intended send time (coordinated omission corrected), at most {setup['max_in_flight']} in flight, "
   f"timeout {setup['timeout_ms']} ms")
