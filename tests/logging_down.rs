@@ -211,3 +211,40 @@ async fn load_with_logging_down_wired_synchronously_fails_while_it_is_away() {
     // Before and after the outage, orders go through.
     assert!(report.totals.accepted >= 20, "{:?}", report.totals);
 }
+
+/// The directory holding this build's binaries (`target/debug`), as tests/e2e.rs finds it.
+fn binaries() -> std::path::PathBuf {
+    let test_binary = std::env::current_exe().unwrap();
+    test_binary
+        .parent()
+        .and_then(|deps| deps.parent())
+        .unwrap()
+        .to_owned()
+}
+
+/// The same for the services as processes (`ProcessStack`): the logging process stops
+/// (SIGTERM) while the others keep answering, and starts again on its port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_logging_process_stops_and_starts_again_on_its_port_while_the_others_run() {
+    // Each process has an embedded broker of its own here: what is checked is the
+    // processes, not the flow between them.
+    let mut stack =
+        orderflow::stack::ProcessStack::start(&binaries(), options("logging-down-processes"))
+            .await
+            .expect("the five service binaries start (cargo build --bins --workspace first)");
+    let endpoints = stack.endpoints();
+    let client = reqwest::Client::new();
+    stack.stop_logging().await.expect("logging stops");
+    assert!(
+        !answers_ready(&client, &endpoints.logging).await,
+        "logging still answers"
+    );
+    assert!(
+        answers_ready(&client, &endpoints.order).await,
+        "the order service went down too"
+    );
+    stack.restart_logging().await.expect("logging starts again");
+    assert_eq!(stack.endpoints().logging, endpoints.logging, "same address");
+    assert!(answers_ready(&client, &endpoints.logging).await);
+    stack.stop().await.expect("graceful stop");
+}
