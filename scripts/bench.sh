@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # scripts/bench.sh [messages] — runs `orderflow bench broker` on memory, RabbitMQ and Kafka
-# (tansu) with the same settings and writes BENCHMARKS.md from what this run measured.
+# (tansu) with the same settings and writes the broker section of BENCHMARKS.md from what
+# this run measured (scripts/loadtest.sh writes the end-to-end section beside it).
 # Brokers are started as scripts/test.sh starts them; what this script started it stops.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/brokers.sh
+source scripts/lib/sections.sh
 
 messages=${1:-100000}
 memory_messages=${ORDERFLOW_BENCH_MEMORY_MESSAGES:-1000000}
@@ -35,7 +37,7 @@ memory=$(bench "memory://" "$memory_messages")
 rabbit=$(bench "${ORDERFLOW_AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}" "$messages")
 kafka=$(bench "kafka://127.0.0.1:$kafka_port" "$messages")
 
-ORDERFLOW_LOAD_BEFORE="$load_before" python3 - "$memory" "$rabbit" "$kafka" >BENCHMARKS.md <<'PY'
+ORDERFLOW_LOAD_BEFORE="$load_before" python3 - "$memory" "$rabbit" "$kafka" >"$run_dir/section.md" <<'PY'
 import json, os, platform, subprocess, sys, datetime
 
 def sh(command):
@@ -48,7 +50,7 @@ rows = [json.loads(arg) for arg in sys.argv[1:]]
 cpu = sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2").strip() or platform.processor()
 memory_gib = int(sh("grep MemTotal /proc/meminfo | awk '{print $2}'") or 0) // (1024 * 1024)
 rabbit_version = sh("rabbitmqctl version 2>/dev/null") or "unknown"
-print("# Benchmarks: the broker abstraction against the raw clients")
+print("## The broker abstraction against the raw clients")
 print()
 print("Written by `scripts/bench.sh` from the run it made; run it again to refresh.")
 print()
@@ -72,5 +74,6 @@ print("Targets: the abstraction at 0.95× the raw client or better on RabbitMQ a
       "backend's raw pipeline is only a floor (a channel with no groups, no per-key ownership, "
       "no redelivery), so its ratio is not a target.")
 PY
-log "wrote BENCHMARKS.md"
-cat BENCHMARKS.md
+write_section BENCHMARKS.md broker scripts/bench.sh "$run_dir/section.md"
+log "wrote the broker section of BENCHMARKS.md"
+cat "$run_dir/section.md"

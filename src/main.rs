@@ -55,7 +55,8 @@ enum Command {
     },
     /// Offers orders at a fixed rate (open loop, with an optional burst) and measures the
     /// API latency, every stage of the journey and every consumer group's backlog.
-    Load(load::Args),
+    // Boxed: its options outweigh every other command's.
+    Load(Box<load::Args>),
     /// Runs one fault scenario on a broker node and services of its own and prints the
     /// ledger: sent, accepted, settled, lost, doubled, duplicates absorbed, dead letters,
     /// time to recover.
@@ -104,7 +105,7 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
     };
     match cli.command {
         Command::Demo(args) => demo::run(args).await.map(exact),
-        Command::Load(args) => load::run(args)
+        Command::Load(args) => load::run(*args)
             .await
             .map(|()| std::process::ExitCode::SUCCESS),
         Command::Chaos(args) => chaos::run_cli(args).await.map(exact),

@@ -14,7 +14,8 @@
 //! `orderflow load --compare`.
 //!
 //! Both listen on free loopback ports and hand back [`Endpoints`] for placing orders and
-//! reconciling.
+//! reconciling. In both, the logging service can be stopped and started again on its port
+//! while the others run (`outage.rs`): the case of `orderflow load --logging-down`.
 
 use std::{
     collections::BTreeMap,
@@ -28,6 +29,8 @@ use orderflow_kit::{config::ServiceConfig, shutdown::CancellationToken};
 use tokio::task::JoinHandle;
 
 use crate::reconcile::Endpoints;
+
+mod outage;
 
 /// The services, in flow order, with the port each listens on by default.
 pub const SERVICES: [(&str, u16); 5] = [
@@ -99,6 +102,9 @@ pub struct InProcessStack {
     databases: Databases,
     /// Texts per second the SMS gateway takes; its default when `None`.
     sms_rate_per_s: Option<f64>,
+    /// Stops the logging service alone (a child of `shutdown`), so it can be stopped and
+    /// started again while the other four run.
+    logging_stop: CancellationToken,
 }
 
 impl InProcessStack {
@@ -124,7 +130,17 @@ impl InProcessStack {
     /// (the order service needs their addresses), then the order service calling them
     /// inside `POST /orders`.
     pub async fn start_sync(options: StackOptions) -> anyhow::Result<InProcessStack> {
+        InProcessStack::start_sync_with_sms_rate(options, None).await
+    }
+
+    /// [`InProcessStack::start_sync`] with an SMS gateway that takes `sms_rate_per_s` texts
+    /// a second instead of its default.
+    pub async fn start_sync_with_sms_rate(
+        options: StackOptions,
+        sms_rate_per_s: Option<f64>,
+    ) -> anyhow::Result<InProcessStack> {
         let databases = Databases::new(options.postgres.clone())?;
+        let shutdown = CancellationToken::new();
         let mut stack = InProcessStack {
             endpoints: Endpoints {
                 order: String::new(),
@@ -134,10 +150,11 @@ impl InProcessStack {
                 logging: String::new(),
             },
             broker_url: options.broker_url,
-            shutdown: CancellationToken::new(),
+            logging_stop: shutdown.child_token(),
+            shutdown,
             tasks: Vec::new(),
             databases,
-            sms_rate_per_s: None,
+            sms_rate_per_s,
         };
         stack.build_downstream().await?;
         let endpoints = &stack.endpoints;
@@ -187,6 +204,7 @@ impl InProcessStack {
         let stack = InProcessStack {
             endpoints,
             broker_url: options.broker_url,
+            logging_stop: shutdown.child_token(),
             shutdown,
             tasks,
             databases,
@@ -225,11 +243,9 @@ impl InProcessStack {
         let sms = orderflow_sms::startup::build(sms_config)
             .await
             .context("starting the SMS service")?;
-        let logging = orderflow_logging::startup::build(
-            orderflow_logging::config::LoggingConfig::new(config("logging")),
-        )
-        .await
-        .context("starting the logging service")?;
+        let logging = self
+            .build_logging(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await?;
         let url = |address: std::net::SocketAddr| format!("http://{address}");
         self.endpoints.payment = url(payment.address());
         self.endpoints.points = url(points.address());
@@ -248,10 +264,23 @@ impl InProcessStack {
             ("sms", tokio::spawn(sms.run_until_stopped(shutdown.clone()))),
             (
                 "logging",
-                tokio::spawn(logging.run_until_stopped(shutdown.clone())),
+                tokio::spawn(logging.run_until_stopped(self.logging_stop.clone())),
             ),
         ]);
         Ok(())
+    }
+
+    /// Builds the logging service on `http_addr` (port 0: any free one) with this stack's
+    /// broker and its logging database.
+    async fn build_logging(
+        &self,
+        http_addr: std::net::SocketAddr,
+    ) -> anyhow::Result<orderflow_logging::startup::Application> {
+        let mut config = service_config("logging", &self.broker_url, self.databases.url("logging"));
+        config.http_addr = http_addr;
+        orderflow_logging::startup::build(orderflow_logging::config::LoggingConfig::new(config))
+            .await
+            .context("starting the logging service")
     }
 
     /// Where the services answer.

@@ -388,6 +388,7 @@ fn the_command_prints_json_with_every_field_and_writes_the_series_and_charts() {
             "latency_base_ms",
             "latency_burst_ms",
             "latency_ms",
+            "logging_outage",
             "observer_group",
             "other_orders",
             "send_lag_ms",
@@ -429,6 +430,7 @@ fn the_command_prints_json_with_every_field_and_writes_the_series_and_charts() {
             "backend",
             "broker",
             "late_after_ms",
+            "logging_down",
             "machine",
             "max_in_flight",
             "profile",
@@ -572,4 +574,49 @@ async fn generator_capacity_against_a_trivial_endpoint() {
     let totals = report.totals;
     assert_eq!(totals.sent + totals.dropped, totals.offered, "{totals:?}");
     println!("{}", report.render());
+}
+
+/// `--get PATH`: the generator fetches a trivial endpoint instead of placing orders (its
+/// own ceiling is measured so); every scheduled request reaches the server as a GET of
+/// that path, and no order is posted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_sends_every_scheduled_request_to_the_trivial_endpoint() {
+    let gets = Arc::new(AtomicU64::new(0));
+    let counted = gets.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let app = Router::new()
+        .route(
+            "/healthz",
+            axum::routing::get(move || {
+                let counted = counted.clone();
+                async move {
+                    counted.fetch_add(1, Ordering::SeqCst);
+                    "ok"
+                }
+            }),
+        )
+        .route("/orders", post(|| async { StatusCode::IM_A_TEAPOT }));
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let report = load::measure(&args(&[
+        "--target",
+        &format!("http://{address}"),
+        "--get",
+        "/healthz",
+        "--rate",
+        "200",
+        "--duration",
+        "1s",
+    ]))
+    .await
+    .unwrap();
+    assert_eq!(report.totals.offered, 200, "{:?}", report.totals);
+    assert_eq!(report.totals.accepted, 200, "{:?}", report.totals);
+    assert_eq!(
+        report.totals.errors, 0,
+        "no POST /orders: {:?}",
+        report.totals
+    );
+    assert_eq!(gets.load(Ordering::SeqCst), 200);
+    assert!(report.stages.is_empty(), "nothing watched");
 }

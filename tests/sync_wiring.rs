@@ -224,7 +224,8 @@ async fn with_logging_down_sync_orders_fail_while_async_orders_are_accepted() {
 }
 
 /// `orderflow load --compare --json --out DIR`: one object holding both wirings'
-/// figures, and the bar chart written as well-formed SVG with both wirings in its legend.
+/// figures, steady, under the burst and with logging down, and the bar chart written as
+/// well-formed SVG with both wirings in its legend.
 #[test]
 fn load_compare_prints_both_wirings_and_draws_the_bar_chart() {
     let out = std::env::temp_dir().join(format!(
@@ -280,6 +281,41 @@ fn load_compare_prints_both_wirings_and_draws_the_bar_chart() {
     assert!(report["async"]["sms_backlog_peak"].is_number(), "{report}");
     assert!(report["sync"]["sms_backlog_peak"].is_null(), "{report}");
     assert!(report["setup"]["profile"].is_object(), "{report}");
+    // With logging stopped (by default for the middle half of the run, at the base rate):
+    // through the queue nothing fails and every accepted order is logged in the end;
+    // wired synchronously, the requests sent while it is away fail.
+    let down = &report["logging_down"];
+    assert_eq!(down["outage"]["length_s"], 1.0, "{down}");
+    let queued = &down["async"];
+    assert_eq!(queued["outage"]["failed"], 0, "{queued}");
+    assert_eq!(queued["errors"], 0, "{queued}");
+    assert_eq!(queued["logged"], queued["accepted"], "{queued}");
+    assert!(
+        queued["outage"]["logging_backlog_peak"].is_number(),
+        "{queued}"
+    );
+    let called = &down["sync"];
+    assert!(called["outage"]["failed"].as_u64().unwrap() > 0, "{called}");
+    assert!(
+        called["outage"]["logging_backlog_peak"].is_null(),
+        "{called}"
+    );
+    for wiring in [queued, called] {
+        for field in [
+            "stopped_at_s",
+            "ready_again_at_s",
+            "accepted_per_s",
+            "offered",
+        ] {
+            assert!(wiring["outage"][field].is_number(), "{field}: {wiring}");
+        }
+        for percentile in ["p50_ms", "p99_ms", "p99_9_ms"] {
+            assert!(
+                wiring["outage"]["latency_ms"][percentile].is_number(),
+                "{percentile}: {wiring}"
+            );
+        }
+    }
 
     let chart = svg_text(&out.join("compare.svg"));
     for expected in [
@@ -288,6 +324,7 @@ fn load_compare_prints_both_wirings_and_draws_the_bar_chart() {
         "API latency, ms from the intended send (log scale)",
         "p99.9",
         "burst",
+        "logging down",
         "Set-up:",
     ] {
         assert!(
@@ -295,7 +332,7 @@ fn load_compare_prints_both_wirings_and_draws_the_bar_chart() {
             "no `{expected}` in compare.svg: {chart:?}"
         );
     }
-    for own in ["async", "sync"] {
+    for own in ["async", "sync", "async-logging-down", "sync-logging-down"] {
         assert!(
             out.join(own).join("report.json").is_file(),
             "{own}/report.json"

@@ -3,6 +3,7 @@
 use std::{path::PathBuf, time::Duration};
 
 use super::{
+    outage::Outage,
     schedule::{parse_duration, Arrivals, Burst},
     wiring::Wiring,
 };
@@ -36,6 +37,19 @@ pub struct Args {
     /// prints (and with --out draws, compare.svg) the two side by side.
     #[arg(long, conflicts_with = "target")]
     pub compare: bool,
+    /// Without --target: stops the in-process logging service START into the run and
+    /// starts it again LENGTH later, e.g. 20s@10s. With --compare: the window of the
+    /// logging-down case (default: the middle half of the run).
+    #[arg(long, value_name = "LENGTH@START", conflicts_with = "target")]
+    pub logging_down: Option<Outage>,
+    /// Without --target: the in-process SMS gateway's limit in texts/s instead of its
+    /// default (50); a high value lifts it.
+    #[arg(long, value_name = "TEXTS_PER_S", conflicts_with = "target")]
+    pub sms_rate: Option<f64>,
+    /// With --target: sends `GET PATH` (e.g. /healthz) instead of placing orders, and
+    /// watches no broker — the generator's own ceiling against a trivial endpoint.
+    #[arg(long, value_name = "PATH", requires = "target")]
+    pub get: Option<String>,
     /// Orders per second outside the burst.
     #[arg(long, default_value_t = 20.0)]
     pub rate: f64,

@@ -68,7 +68,8 @@ impl BacklogSeries {
 /// The name the observer's group is shown under.
 pub const OBSERVER: &str = "load-observer";
 
-/// Samples every group of the order flow and `observer` every `interval` until `stop`.
+/// Samples every group of the order flow and `observer` every `interval` until `stop`, and
+/// once more then.
 pub async fn run(
     broker: Arc<dyn Broker>,
     observer: Subscription,
@@ -90,19 +91,27 @@ pub async fn run(
         groups: subscriptions.iter().map(|(name, _)| name.clone()).collect(),
         samples: Vec::new(),
     };
+    let sample = |at: Instant| {
+        let (broker, subscriptions) = (&broker, &subscriptions);
+        async move {
+            let at_s = at.saturating_duration_since(start).as_secs_f64();
+            let mut backlog = Vec::with_capacity(subscriptions.len());
+            for (_, subscription) in subscriptions {
+                backlog.push(broker.backlog(subscription).await.ok());
+            }
+            BacklogSample { at_s, backlog }
+        }
+    };
     let mut ticks = tokio::time::interval_at(start, interval);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Skip);
     loop {
         tokio::select! {
-            tick = ticks.tick() => {
-                let at_s = tick.saturating_duration_since(start).as_secs_f64();
-                let mut backlog = Vec::with_capacity(subscriptions.len());
-                for (_, subscription) in &subscriptions {
-                    backlog.push(broker.backlog(subscription).await.ok());
-                }
-                series.samples.push(BacklogSample { at_s, backlog });
-            }
-            () = stop.cancelled() => return series,
+            tick = ticks.tick() => series.samples.push(sample(tick).await),
+            () = stop.cancelled() => break,
         }
     }
+    // One more round when stopped (after the drain): the last value is then what was left
+    // at the end, not what was there up to an interval earlier.
+    series.samples.push(sample(Instant::now()).await);
+    series
 }

@@ -7,6 +7,8 @@
 //! - `latency.svg` — the API's latency percentiles per second (from each request's intended
 //!   send time), on a log scale so the median and the tail both stay readable.
 //!
+//! - `logging-down.svg` (`--logging-down` runs) — see [`super::outage_chart`].
+//!
 //! Each has a title, axis labels with units, a legend, the burst shaded, and the run's set-up
 //! (target, backend, rates, machine) along the bottom.
 
@@ -16,19 +18,19 @@ use plotters::{coord::Shift, prelude::*};
 
 use super::{report::LoadReport, series::SecondRow, stages::Stage};
 
-const SIZE: (u32, u32) = (1200, 700);
+pub(super) const SIZE: (u32, u32) = (1200, 700);
 /// Height kept free at the bottom for the set-up line.
-const FOOTER: u32 = 40;
-const FONT: &str = "sans-serif";
+pub(super) const FOOTER: u32 = 40;
+pub(super) const FONT: &str = "sans-serif";
 /// The y axes reach this much above the highest value, leaving room for the legend.
-const HEADROOM: f64 = 1.5;
+pub(super) const HEADROOM: f64 = 1.5;
 
-const OFFERED: RGBColor = RGBColor(90, 90, 90);
-const ACCEPTED: RGBColor = RGBColor(31, 119, 180);
+pub(super) const OFFERED: RGBColor = RGBColor(90, 90, 90);
+pub(super) const ACCEPTED: RGBColor = RGBColor(31, 119, 180);
 const SMS_SENT: RGBColor = RGBColor(44, 160, 44);
-const BACKLOG: RGBColor = RGBColor(214, 39, 40);
+pub(super) const BACKLOG: RGBColor = RGBColor(214, 39, 40);
 const BURST: RGBColor = RGBColor(255, 190, 60);
-const FAILED: RGBColor = RGBColor(148, 103, 189);
+pub(super) const FAILED: RGBColor = RGBColor(148, 103, 189);
 const PERCENTILES: [(&str, RGBColor); 5] = [
     ("p50", RGBColor(31, 119, 180)),
     ("p90", RGBColor(44, 160, 44)),
@@ -37,17 +39,27 @@ const PERCENTILES: [(&str, RGBColor); 5] = [
     ("max", RGBColor(120, 120, 120)),
 ];
 
-/// Draws both charts into `dir`; returns their paths.
+/// Draws both charts into `dir` (and `logging-down.svg` after a `--logging-down` run);
+/// returns their paths.
 pub fn write(dir: &Path, report: &LoadReport) -> anyhow::Result<Vec<PathBuf>> {
     let peak_shaving = dir.join("peak-shaving.svg");
     draw_peak_shaving(&peak_shaving, report)?;
     let latency = dir.join("latency.svg");
     draw_latency(&latency, report)?;
-    Ok(vec![peak_shaving, latency])
+    let mut written = vec![peak_shaving, latency];
+    if report.logging_outage.is_some() {
+        let outage = dir.join("logging-down.svg");
+        super::outage_chart::write(&outage, report)?;
+        written.push(outage);
+    }
+    Ok(written)
 }
 
 /// The set-up line along the bottom of a chart.
-fn footer(area: &DrawingArea<SVGBackend<'_>, Shift>, report: &LoadReport) -> anyhow::Result<()> {
+pub(super) fn footer(
+    area: &DrawingArea<SVGBackend<'_>, Shift>,
+    report: &LoadReport,
+) -> anyhow::Result<()> {
     let mut text = format!("Set-up: {}", report.setup.caption());
     if let Some(limit) = report.setup.sms_limit_per_s {
         text.push_str(&format!("; SMS gateway limit {limit} texts/s"));
@@ -70,19 +82,19 @@ fn burst_window(report: &LoadReport) -> Option<(f64, f64)> {
 }
 
 /// The time axis: every second of the series, at least the load's duration.
-fn time_axis(rows: &[SecondRow], report: &LoadReport) -> f64 {
+pub(super) fn time_axis(rows: &[SecondRow], report: &LoadReport) -> f64 {
     let last = rows.last().map_or(0.0, |row| row.second as f64 + 1.0);
     last.max(report.setup.profile.duration.as_secs_f64())
         .max(1.0)
 }
 
 /// Axis labels without decimals: seconds, orders and messages are counted whole.
-fn whole(value: &f64) -> String {
+pub(super) fn whole(value: &f64) -> String {
     format!("{value:.0}")
 }
 
 /// A rate counted over second `s` is drawn at the middle of that second.
-fn middle(row: &SecondRow) -> f64 {
+pub(super) fn middle(row: &SecondRow) -> f64 {
     row.second as f64 + 0.5
 }
 

@@ -6,9 +6,16 @@
 //! For each wiring: API latency p50/p99/p99.9 at the base rate and during the burst
 //! (from each request's intended send time), errors and timeouts, accepted orders/s over
 //! the run and within the base-rate and burst seconds, and the SMS backlog's peak (the
-//! queue absorbing the burst; the sync wiring has no queue, so `null`). `--json` prints one
-//! object with both; `--out DIR` writes each run's own files under `DIR/async` and
-//! `DIR/sync`, `compare.json` and the bar chart `compare.svg`.
+//! queue absorbing the burst; the sync wiring has no queue, so `null`).
+//!
+//! Then the same two again at the base rate with the logging service stopped for a while
+//! (`--logging-down`, by default the middle half of the run): through the queue the API
+//! should not notice and the log's backlog drains once logging is back; wired
+//! synchronously every request needs logging, so the API fails while it is away.
+//!
+//! `--json` prints one object with all of it; `--out DIR` writes each run's own files under
+//! `DIR/async`, `DIR/sync`, `DIR/async-logging-down` and `DIR/sync-logging-down`,
+//! `compare.json` and the bar chart `compare.svg`.
 
 use std::path::Path;
 
@@ -16,8 +23,15 @@ use anyhow::Context;
 use serde::Serialize;
 
 use super::{
-    args::Args, charts, compare_chart, latency::Percentiles, report::LoadReport, report::Setup,
-    run::measure, series, wiring::Wiring,
+    args::Args,
+    charts, compare_chart,
+    latency::Percentiles,
+    outage::{Outage, OutageReport},
+    report::LoadReport,
+    report::Setup,
+    run::measure,
+    series,
+    wiring::Wiring,
 };
 
 /// One wiring's figures.
@@ -99,6 +113,63 @@ impl WiringFigures {
     }
 }
 
+/// One wiring with the logging service stopped for a while.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LoggingDownFigures {
+    /// `async` or `sync`.
+    pub wiring: Wiring,
+    /// Requests scheduled over the run.
+    pub offered: u64,
+    /// Answered 2xx with an order id, over the run.
+    pub accepted: u64,
+    /// Error answers and failed connections, over the run.
+    pub errors: u64,
+    /// Timeouts, over the run.
+    pub timeouts: u64,
+    /// The outage: when, and what the API did meanwhile (accepted/s, failed, latency) and
+    /// the logging group's backlog.
+    pub outage: OutageReport,
+    /// Accepted orders whose every event the logging service holds by the end (`None`:
+    /// not watched — in the sync wiring an accepted order was logged in its request).
+    pub logged: Option<u64>,
+}
+
+impl LoggingDownFigures {
+    /// The figures of one run with an outage.
+    pub fn of(wiring: Wiring, report: &LoadReport) -> anyhow::Result<Self> {
+        let outage = report
+            .logging_outage
+            .clone()
+            .context("a logging-down run reports its outage")?;
+        Ok(LoggingDownFigures {
+            wiring,
+            offered: report.totals.offered,
+            accepted: report.totals.accepted,
+            errors: report.totals.errors,
+            timeouts: report.totals.timeouts,
+            outage,
+            logged: report
+                .stages
+                .iter()
+                .find(|stage| stage.stage == super::stages::Stage::Logged)
+                .map(|stage| stage.orders),
+        })
+    }
+}
+
+/// Both wirings with the logging service stopped.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LoggingDown {
+    /// When logging was away (planned), at the base rate with no burst.
+    pub outage: Outage,
+    /// Through the queue.
+    #[serde(rename = "async")]
+    pub asynchronous: LoggingDownFigures,
+    /// Calling each service in the request.
+    #[serde(rename = "sync")]
+    pub synchronous: LoggingDownFigures,
+}
+
 /// Both wirings under one load: what `--compare --json` prints.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CompareReport {
@@ -111,6 +182,8 @@ pub struct CompareReport {
     /// Calling each service in the request.
     #[serde(rename = "sync")]
     pub synchronous: WiringFigures,
+    /// Both again, at the base rate, with the logging service stopped for a while.
+    pub logging_down: LoggingDown,
 }
 
 impl CompareReport {
@@ -174,6 +247,54 @@ impl CompareReport {
         });
         // A refusal answers fast: a wiring that refuses much can show a low latency.
         out.push_str("  (latency counts every answer, the errors' too)\n");
+        let down = &self.logging_down;
+        out.push_str(&format!(
+            "\n  {:<42} {:>12} {:>12}\n",
+            format!("{} (base rate)", down.outage),
+            "async",
+            "sync"
+        ));
+        let [a, s] = [&down.asynchronous, &down.synchronous];
+        let mut row = |label: &str, value: &dyn Fn(&LoggingDownFigures) -> String| {
+            out.push_str(&format!(
+                "  {label:<42} {:>12} {:>12}\n",
+                value(a),
+                value(s)
+            ));
+        };
+        row("logging stopped / ready again at (s)", &|f| {
+            format!(
+                "{:.1} / {:.1}",
+                f.outage.times.stopped_at_s, f.outage.times.ready_again_at_s
+            )
+        });
+        row("requests offered while it was down", &|f| {
+            f.outage.offered.to_string()
+        });
+        row("accepted orders/s while it was down", &|f| {
+            format!("{:.1}", f.outage.accepted_per_s)
+        });
+        row("errors + timeouts while it was down", &|f| {
+            f.outage.failed.to_string()
+        });
+        for (name, pick) in picks {
+            row(
+                &format!("API latency {name}, ms, while it was down"),
+                &|f| format!("{:.1}", pick(&f.outage.latency_ms)),
+            );
+        }
+        row("orders accepted over the run", &|f| f.accepted.to_string());
+        row("logging backlog peak / last (messages)", &|f| match (
+            f.outage.logging_backlog_peak,
+            f.outage.logging_backlog_last,
+        ) {
+            (Some(peak), Some(last)) => format!("{peak} / {last}"),
+            _ => "no queue".into(),
+        });
+        row("accepted orders fully logged by the end", &|f| {
+            f.logged
+                .map_or("in request".into(), |logged| logged.to_string())
+        });
         out
     }
 }
@@ -194,7 +315,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         print!("{}", report.compare.render());
         if let Some(dir) = &args.out {
             println!(
-                "  written to {}: compare.json, compare.svg, and each run's files in async/ and sync/",
+                "  written to {}: compare.json, compare.svg, and each run's files in async/, sync/, async-logging-down/ and sync-logging-down/",
                 dir.display()
             );
         }
@@ -208,6 +329,10 @@ pub struct BothRuns {
     pub asynchronous: LoadReport,
     /// Calling each service in the request.
     pub synchronous: LoadReport,
+    /// Through the queue, logging stopped for a while.
+    pub asynchronous_logging_down: LoadReport,
+    /// Calling each service in the request, logging stopped for a while.
+    pub synchronous_logging_down: LoadReport,
     /// Side by side.
     pub compare: CompareReport,
 }
@@ -217,27 +342,55 @@ pub async fn measure_both(args: &Args) -> anyhow::Result<BothRuns> {
     let with = |wiring| Args {
         wiring,
         compare: false,
+        logging_down: None,
         ..args.clone()
+    };
+    let outage = args
+        .logging_down
+        .unwrap_or_else(|| Outage::middle_of(args.duration));
+    // The outage alone, without the burst: one cause per run.
+    let down = |wiring| Args {
+        burst: None,
+        logging_down: Some(outage),
+        ..with(wiring)
     };
     let asynchronous = measure(&with(Wiring::Async))
         .await
         .context("the async run")?;
     let synchronous = measure(&with(Wiring::Sync)).await.context("the sync run")?;
+    let asynchronous_logging_down = measure(&down(Wiring::Async))
+        .await
+        .context("the async run with logging down")?;
+    let synchronous_logging_down = measure(&down(Wiring::Sync))
+        .await
+        .context("the sync run with logging down")?;
     let compare = CompareReport {
         setup: asynchronous.setup.clone(),
         asynchronous: WiringFigures::of(Wiring::Async, &asynchronous),
         synchronous: WiringFigures::of(Wiring::Sync, &synchronous),
+        logging_down: LoggingDown {
+            outage,
+            asynchronous: LoggingDownFigures::of(Wiring::Async, &asynchronous_logging_down)?,
+            synchronous: LoggingDownFigures::of(Wiring::Sync, &synchronous_logging_down)?,
+        },
     };
     Ok(BothRuns {
         asynchronous,
         synchronous,
+        asynchronous_logging_down,
+        synchronous_logging_down,
         compare,
     })
 }
 
 /// Writes `compare.json`, `compare.svg` and each run's series, report and charts.
 pub fn write(dir: &Path, runs: &BothRuns) -> anyhow::Result<()> {
-    for (name, report) in [("async", &runs.asynchronous), ("sync", &runs.synchronous)] {
+    for (name, report) in [
+        ("async", &runs.asynchronous),
+        ("sync", &runs.synchronous),
+        ("async-logging-down", &runs.asynchronous_logging_down),
+        ("sync-logging-down", &runs.synchronous_logging_down),
+    ] {
         let own = dir.join(name);
         std::fs::create_dir_all(&own).with_context(|| format!("creating {}", own.display()))?;
         series::write(&own, &report.series)?;

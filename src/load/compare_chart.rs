@@ -2,9 +2,10 @@
 //! like the other charts of `orderflow load`).
 //!
 //! Left, the API latency percentiles (ms from the intended send time, log scale, so a
-//! 5 ms bar and a 5 s bar are both readable) at the base rate and during the burst; right,
-//! the orders accepted per second at the base rate and during the burst, and the failed
-//! requests (errors and timeouts) per second of load. One colour per wiring, the value
+//! 5 ms bar and a 5 s bar are both readable) at the base rate, during the burst and while
+//! the logging service was down; right, the orders accepted per second in the same three
+//! cases, and the failed requests (errors and timeouts) per second over the run and while
+//! logging was down. One colour per wiring, the value
 //! written on each bar, the set-up along the bottom.
 
 use std::path::Path;
@@ -20,7 +21,7 @@ use super::{
     latency::Percentiles,
 };
 
-const SIZE: (u32, u32) = (1400, 720);
+const SIZE: (u32, u32) = (1700, 760);
 const FOOTER: u32 = 40;
 const FONT: &str = "sans-serif";
 const ASYNC: RGBColor = RGBColor(31, 119, 180);
@@ -37,7 +38,11 @@ pub fn write(path: &Path, report: &CompareReport) -> anyhow::Result<()> {
     let root = SVGBackend::new(path, SIZE).into_drawing_area();
     root.fill(&WHITE)?;
     let (main, bottom) = root.split_vertically(SIZE.1 - FOOTER);
-    let mut caption = format!("Set-up: {}", report.setup.caption());
+    let mut caption = format!(
+        "Set-up: {}; then at the base rate with {}",
+        report.setup.caption(),
+        report.logging_down.outage
+    );
     if let Some(limit) = report.setup.sms_limit_per_s {
         caption.push_str(&format!("; SMS gateway limit {limit} texts/s"));
     }
@@ -47,23 +52,23 @@ pub fn write(path: &Path, report: &CompareReport) -> anyhow::Result<()> {
         (20, 12),
     )?;
     let main = main.titled(
-        "Through the queue (async) or calling payment, points, SMS and logging in the request (sync)",
+        "Through the queue (async) or calling payment, points, SMS and logging in the request (sync): steady, burst, logging down",
         (FONT, 24),
     )?;
-    let (left, right) = main.split_horizontally(SIZE.0 * 6 / 10);
+    let (left, right) = main.split_horizontally(SIZE.0 * 57 / 100);
     let columns = report.columns();
     draw_groups(
         &root,
         &left,
         "API latency, ms from the intended send (log scale), refusals included",
         "latency (ms, log scale)",
-        &latency_groups(columns),
+        &latency_groups(report, columns),
         true,
     )?;
     draw_groups(
         &root,
         &right,
-        "Orders accepted (2xx answers) and requests failed, per second",
+        "Orders accepted (2xx) and requests failed (errors, timeouts), per second",
         "per second",
         &throughput_groups(report, columns),
         false,
@@ -75,7 +80,7 @@ pub fn write(path: &Path, report: &CompareReport) -> anyhow::Result<()> {
 /// Which of a wiring's latencies a group of bars shows.
 type Phase = fn(&WiringFigures) -> Option<Percentiles>;
 
-fn latency_groups(columns: [&WiringFigures; 2]) -> Vec<Group> {
+fn latency_groups(report: &CompareReport, columns: [&WiringFigures; 2]) -> Vec<Group> {
     let mut groups = Vec::new();
     let phases: [(&str, Phase); 2] = [
         ("base rate", |f| Some(f.latency_base_ms)),
@@ -87,10 +92,19 @@ fn latency_groups(columns: [&WiringFigures; 2]) -> Vec<Group> {
         ("p99", |p| p.p99_ms),
         ("p99.9", |p| p.p99_9_ms),
     ];
-    for (phase, of) in phases {
-        let (Some(a), Some(s)) = (of(columns[0]), of(columns[1])) else {
-            continue;
-        };
+    let down = &report.logging_down;
+    let mut cases: Vec<(&str, [Percentiles; 2])> = phases
+        .iter()
+        .filter_map(|(phase, of)| Some((*phase, [of(columns[0])?, of(columns[1])?])))
+        .collect();
+    cases.push((
+        "logging down",
+        [
+            down.asynchronous.outage.latency_ms,
+            down.synchronous.outage.latency_ms,
+        ],
+    ));
+    for (phase, [a, s]) in cases {
         for (name, pick) in picks {
             groups.push(Group {
                 label: (name.to_owned(), phase.to_owned()),
@@ -104,7 +118,7 @@ fn latency_groups(columns: [&WiringFigures; 2]) -> Vec<Group> {
 fn throughput_groups(report: &CompareReport, columns: [&WiringFigures; 2]) -> Vec<Group> {
     let seconds = report.setup.profile.duration.as_secs_f64().max(1.0);
     let mut groups = vec![Group {
-        label: ("accepted/s".into(), "base-rate seconds".into()),
+        label: ("accepted/s".into(), "base rate".into()),
         values: columns.map(|f| f.accepted_per_s_base),
     }];
     if let (Some(a), Some(s)) = (
@@ -112,13 +126,24 @@ fn throughput_groups(report: &CompareReport, columns: [&WiringFigures; 2]) -> Ve
         columns[1].accepted_per_s_burst,
     ) {
         groups.push(Group {
-            label: ("accepted/s".into(), "burst seconds".into()),
+            label: ("accepted/s".into(), "burst".into()),
             values: [a, s],
         });
     }
     groups.push(Group {
-        label: ("failed/s".into(), "errors + timeouts, run".into()),
+        label: ("failed/s".into(), "whole run".into()),
         values: columns.map(|f| (f.errors + f.timeouts) as f64 / seconds),
+    });
+    let down = &report.logging_down;
+    let pair = [&down.asynchronous.outage, &down.synchronous.outage];
+    let down_seconds = down.outage.length.as_secs_f64().max(1.0);
+    groups.push(Group {
+        label: ("accepted/s".into(), "logging down".into()),
+        values: pair.map(|outage| outage.accepted_per_s),
+    });
+    groups.push(Group {
+        label: ("failed/s".into(), "logging down".into()),
+        values: pair.map(|outage| outage.failed as f64 / down_seconds),
     });
     groups
 }

@@ -32,6 +32,13 @@ impl LatencyHistogram {
         self.0.saturating_record(micros.max(1));
     }
 
+    /// Adds every latency `other` recorded (the histograms share their bounds).
+    pub fn merge(&mut self, other: &LatencyHistogram) {
+        self.0
+            .add(&other.0)
+            .expect("histograms with the same bounds add up");
+    }
+
     /// How many latencies were recorded.
     pub fn len(&self) -> u64 {
         self.0.len()

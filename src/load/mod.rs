@@ -4,7 +4,8 @@
 //! ```text
 //! orderflow load [--rate 20] [--duration 30s] [--burst 10x:10s@10s] [--arrivals uniform|poisson]
 //!                [--seed 1] [--target http://127.0.0.1:8080 [--broker URL] [--logging-url URL]]
-//!                [--wiring async|sync | --compare] [--json] [--out DIR]
+//!                [--wiring async|sync | --compare] [--logging-down 20s@10s] [--sms-rate 100000]
+//!                [--get /healthz] [--json] [--out DIR]
 //! ```
 //!
 //! Without `--target` the five services run in this process on the embedded broker (no
@@ -26,6 +27,8 @@
 //! | `logged.rs` | the *logged* stage, asked of the logging service |
 //! | `stages.rs` | the stages and every order's journey through them |
 //! | `backlog.rs` | every group's backlog, sampled through the broker abstraction |
+//! | `outage.rs` | `--logging-down`: the logging service stopped and started again mid-run |
+//! | `outage_chart.rs` | `logging-down.svg`: the API and the log's backlog through the outage |
 //! | `cleanup.rs` | the observer's group removed after the run (RabbitMQ keeps queues) |
 //! | `run.rs` | one run: target up, observer declared, load sent, flow drained, report built |
 //! | `series.rs` | the per-second series, `series.csv` and `series.json` |
@@ -46,6 +49,8 @@ pub mod latency;
 pub mod logged;
 pub mod observer;
 pub mod order_api;
+pub mod outage;
+pub mod outage_chart;
 pub mod recorder;
 pub mod report;
 mod run;

@@ -4,6 +4,7 @@ use serde::Serialize;
 
 use super::{
     latency::Percentiles,
+    outage::{Outage, OutageReport},
     schedule::{Arrivals, Profile},
     series::SecondRow,
     stages::Stage,
@@ -34,6 +35,8 @@ pub struct Setup {
     pub machine: String,
     /// The SMS gateway's limit, texts/s, when known (the in-process stack's).
     pub sms_limit_per_s: Option<f64>,
+    /// When the logging service was stopped (`--logging-down`), if it was.
+    pub logging_down: Option<Outage>,
 }
 
 impl Setup {
@@ -43,8 +46,12 @@ impl Setup {
             Some(burst) => format!(", burst {burst}"),
             None => String::new(),
         };
+        let outage = match self.logging_down {
+            Some(outage) => format!(", {outage}"),
+            None => String::new(),
+        };
         format!(
-            "{} on {}; {} orders/s {} for {} s{burst}; {}",
+            "{} on {}; {} orders/s {} for {} s{burst}{outage}; {}",
             self.target,
             self.backend,
             self.profile.rate_per_s,
@@ -130,6 +137,8 @@ pub struct LoadReport {
     pub observer_group: Option<String>,
     /// Every group's backlog.
     pub backlog: Vec<GroupBacklog>,
+    /// The logging service's outage and what it did (`--logging-down`).
+    pub logging_outage: Option<OutageReport>,
     /// Seconds from the start to the end of the drain.
     pub elapsed_s: f64,
     /// Per second.
@@ -212,6 +221,21 @@ impl LoadReport {
                     show(group.last)
                 ));
             }
+        }
+        if let Some(outage) = &self.logging_outage {
+            let show = |value: Option<u64>| value.map_or("no queue".to_owned(), |v| v.to_string());
+            out.push_str(&format!(
+                "  logging stopped at {:.1} s, ready again at {:.1} s: {} requests scheduled meanwhile, \
+                 {:.1} accepted/s, {} failed, p99 {:.1} ms; logging backlog peak {}, last {}\n",
+                outage.times.stopped_at_s,
+                outage.times.ready_again_at_s,
+                outage.offered,
+                outage.accepted_per_s,
+                outage.failed,
+                outage.latency_ms.p99_ms,
+                show(outage.logging_backlog_peak),
+                show(outage.logging_backlog_last),
+            ));
         }
         if let Some(settled) = self.settled {
             out.push_str(&format!(

@@ -13,6 +13,7 @@ use super::{
     backlog::{self, BacklogSeries},
     charts, cleanup, generator, logged, observer,
     order_api::OrderApi,
+    outage::{self, OutageReport},
     recorder::Recorder,
     report::{GroupBacklog, LoadReport, Setup, StageSummary, Totals},
     schedule::Profile,
@@ -67,11 +68,14 @@ struct Target {
 
 async fn target(args: &Args) -> anyhow::Result<Target> {
     if let Some(url) = &args.target {
+        // `--get` measures the generator against a trivial endpoint: no orders, nothing
+        // to watch.
+        let watch = args.get.is_none();
         return Ok(Target {
             stack: None,
             order_url: url.clone(),
-            logging_url: args.logging_url.clone(),
-            broker_url: args.broker.clone(),
+            logging_url: args.logging_url.clone().filter(|_| watch),
+            broker_url: args.broker.clone().filter(|_| watch),
         });
     }
     let broker_url = match args.broker.as_deref() {
@@ -86,7 +90,7 @@ async fn target(args: &Args) -> anyhow::Result<Target> {
     if args.wiring == Wiring::Sync {
         // Nothing is published in the synchronous wiring: no broker to watch, and an
         // order is finished when its request is answered.
-        let stack = InProcessStack::start_sync(options).await?;
+        let stack = InProcessStack::start_sync_with_sms_rate(options, args.sms_rate).await?;
         return Ok(Target {
             order_url: stack.endpoints().order,
             stack: Some(stack),
@@ -94,7 +98,7 @@ async fn target(args: &Args) -> anyhow::Result<Target> {
             broker_url: None,
         });
     }
-    let stack = InProcessStack::start(options).await?;
+    let stack = InProcessStack::start_with_sms_rate(options, args.sms_rate).await?;
     let endpoints = stack.endpoints();
     Ok(Target {
         stack: Some(stack),
@@ -118,6 +122,12 @@ fn check(args: &Args) -> anyhow::Result<()> {
         "--max-in-flight must be between 1 and 1000000"
     );
     anyhow::ensure!(!args.timeout.is_zero(), "--timeout must be longer than 0 s");
+    if let Some(rate) = args.sms_rate {
+        anyhow::ensure!(
+            rate.is_finite() && rate > 0.0,
+            "--sms-rate must be a positive number of texts per second"
+        );
+    }
     Ok(())
 }
 
@@ -203,8 +213,11 @@ pub async fn measure(args: &Args) -> anyhow::Result<LoadReport> {
         burst: args.burst,
     };
     let intended = profile.intended_times(args.arrivals, args.seed);
-    let target = target(args).await?;
-    let api = Arc::new(OrderApi::new(&target.order_url, args.timeout)?);
+    let mut target = target(args).await?;
+    let api = Arc::new(match &args.get {
+        Some(path) => OrderApi::getting(&target.order_url, path, args.timeout)?,
+        None => OrderApi::new(&target.order_url, args.timeout)?,
+    });
     let journeys = Arc::new(Journeys::default());
     let recorder = Arc::new(Recorder::new(profile, args.late_after));
     // The run's clock starts a little ahead, so the watchers exist before it does.
@@ -212,6 +225,16 @@ pub async fn measure(args: &Args) -> anyhow::Result<LoadReport> {
     let watchers = match &target.broker_url {
         Some(url) => Some(watch(url, target.logging_url.as_deref(), start, &journeys).await?),
         None => None,
+    };
+    // The outage runs beside the load, holding the stack until logging is back.
+    let outage = match (args.logging_down, target.stack.take()) {
+        (Some(planned), Some(stack)) => {
+            Some((planned, tokio::spawn(outage::stage(stack, start, planned))))
+        }
+        (_, stack) => {
+            target.stack = stack;
+            None
+        }
     };
     tokio::time::sleep_until(start).await;
 
@@ -225,6 +248,14 @@ pub async fn measure(args: &Args) -> anyhow::Result<LoadReport> {
         recorder.clone(),
     )
     .await;
+    let outage = match outage {
+        Some((planned, task)) => {
+            let (stack, times) = task.await.context("the logging outage task")?;
+            target.stack = Some(stack);
+            Some((planned, times.context("stopping or restarting logging")?))
+        }
+        None => None,
+    };
 
     let with_logging = watchers.as_ref().is_some_and(|w| w.checker.is_some());
     if watchers.is_some() {
@@ -284,8 +315,11 @@ pub async fn measure(args: &Args) -> anyhow::Result<LoadReport> {
         timeout_ms: args.timeout.as_millis() as u64,
         late_after_ms: args.late_after.as_millis() as u64,
         machine: machine(),
-        sms_limit_per_s: in_process
-            .then(|| orderflow_sms::gateway::SmsGatewaySettings::default().rate_per_s),
+        sms_limit_per_s: in_process.then(|| {
+            args.sms_rate
+                .unwrap_or(orderflow_sms::gateway::SmsGatewaySettings::default().rate_per_s)
+        }),
+        logging_down: outage.map(|(planned, _)| planned),
     };
     let mut report = build_report(
         setup,
@@ -296,6 +330,7 @@ pub async fn measure(args: &Args) -> anyhow::Result<LoadReport> {
         backlog,
         unreadable,
         elapsed_s,
+        outage,
     );
     report.observer_group = observer_group;
     Ok(report)
@@ -341,8 +376,11 @@ fn build_report(
     backlog: BacklogSeries,
     unreadable: u64,
     elapsed_s: f64,
+    outage: Option<(outage::Outage, outage::OutageTimes)>,
 ) -> LoadReport {
     let recorded = recorder.take();
+    let logging_outage =
+        outage.map(|(planned, times)| OutageReport::of(planned, times, &recorded, &backlog));
     let (all_journeys, repeats) = journeys.snapshot();
     let ours: Vec<_> = recorded
         .accepted
@@ -431,6 +469,7 @@ fn build_report(
             })
             .collect(),
         elapsed_s: round1(elapsed_s),
+        logging_outage,
         series: rows,
         setup,
     }
