@@ -377,10 +377,18 @@ async fn declare_topology(service: &str, broker: &dyn Broker) -> anyhow::Result<
     }
     for group in topology::GROUPS {
         let subscription = Subscription::new(group.group, group.topics.iter().copied());
-        broker
-            .declare(&subscription)
-            .await
-            .with_context(|| format!("declaring the consumer group {}", group.group))?;
+        // Retried like the connect: a broker that answers slowly for a while (tansu under
+        // load timing out a metadata request, seen in the 10,000-order chaos run) must
+        // not end the start-up of a service that is otherwise ready to run.
+        retry_start_up_step(
+            &format!("declaring the consumer group {}", group.group),
+            DECLARE_PATIENCE,
+            || broker.declare(&subscription),
+        )
+        .await?;
     }
     Ok(())
 }
+
+/// How long [`declare_topology`] keeps trying one group before the start fails.
+const DECLARE_PATIENCE: Duration = Duration::from_secs(60);
