@@ -48,22 +48,12 @@ pub async fn claim(
 /// one of those messages is no longer recognised: the retention window must outlast the
 /// longest time a duplicate can still arrive.
 pub async fn prune(db: &Db, cutoff: &str) -> anyhow::Result<u64> {
-    let chunk = crate::outbox::PRUNE_CHUNK;
-    let mut pruned = 0;
-    loop {
-        let deleted = sqlx::query(&db.sql(
-            "DELETE FROM processed_messages WHERE message_id IN (
-                 SELECT message_id FROM processed_messages WHERE processed_at < $1
-                 ORDER BY message_id LIMIT $2)",
-        ))
-        .bind(cutoff)
-        .bind(chunk)
-        .execute(db.pool())
-        .await?
-        .rows_affected();
-        pruned += deleted;
-        if deleted < chunk as u64 {
-            return Ok(pruned);
-        }
-    }
+    crate::outbox::delete_in_chunks(
+        db,
+        "DELETE FROM processed_messages WHERE message_id IN (
+             SELECT message_id FROM processed_messages WHERE processed_at < $1
+             ORDER BY message_id LIMIT $2)",
+        cutoff,
+    )
+    .await
 }

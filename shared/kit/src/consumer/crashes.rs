@@ -101,27 +101,15 @@ pub async fn forget(db: &Db, group: &str, message_id: &str) -> anyhow::Result<()
 /// crash (settled by another consumer that kept no record, or purged from the broker),
 /// and such a row would otherwise stay for ever.
 pub async fn prune(db: &Db, cutoff: &str) -> anyhow::Result<u64> {
-    let chunk = crate::outbox::PRUNE_CHUNK;
-    let mut pruned = 0;
-    loop {
-        // The key is two columns, so the chunk is chosen by the row's own identity:
-        // PostgreSQL's ctid and SQLite's rowid differ, hence a sub-select on both columns.
-        let deleted = sqlx::query(&db.sql(
-            "DELETE FROM consumer_crashes WHERE (consumer_group, message_id) IN (
-                 SELECT consumer_group, message_id FROM consumer_crashes
-                 WHERE last_started_at < $1
-                 ORDER BY consumer_group, message_id LIMIT $2)",
-        ))
-        .bind(cutoff)
-        .bind(chunk)
-        .execute(db.pool())
-        .await?
-        .rows_affected();
-        pruned += deleted;
-        if deleted < chunk as u64 {
-            return Ok(pruned);
-        }
-    }
+    crate::outbox::delete_in_chunks(
+        db,
+        "DELETE FROM consumer_crashes WHERE (consumer_group, message_id) IN (
+             SELECT consumer_group, message_id FROM consumer_crashes
+             WHERE last_started_at < $1
+             ORDER BY consumer_group, message_id LIMIT $2)",
+        cutoff,
+    )
+    .await
 }
 
 #[cfg(test)]

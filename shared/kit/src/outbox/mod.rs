@@ -94,5 +94,5 @@ mod tests;
 pub use enqueue::enqueue;
 pub use hand_back::handing_back;
 pub use relay::{Relay, RelaySettings};
-pub(crate) use retention::PRUNE_CHUNK;
+pub(crate) use retention::delete_in_chunks;
 pub use retention::{prune, Pruned};

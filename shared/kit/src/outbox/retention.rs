@@ -33,26 +33,38 @@ pub async fn prune(db: &Db, retention: Duration) -> anyhow::Result<Pruned> {
         // A window reaching before the epoch keeps everything.
         return Ok(Pruned::default());
     };
-    let mut pruned = Pruned::default();
-    loop {
-        let deleted = sqlx::query(&db.sql(
+    Ok(Pruned {
+        outbox_rows: delete_in_chunks(
+            db,
             "DELETE FROM outbox WHERE seq IN (
                  SELECT seq FROM outbox WHERE sent_at IS NOT NULL AND sent_at < $1
                  ORDER BY seq LIMIT $2)",
-        ))
-        .bind(&cutoff)
-        .bind(PRUNE_CHUNK)
-        .execute(db.pool())
-        .await?
-        .rows_affected();
-        pruned.outbox_rows += deleted;
-        if deleted < PRUNE_CHUNK as u64 {
-            break;
+            &cutoff,
+        )
+        .await?,
+        processed_ids: idempotency::prune(db, &cutoff).await?,
+        crash_records: crashes::prune(db, &cutoff).await?,
+    })
+}
+
+/// Runs `delete` (a `DELETE` of at most `$2` rows older than `$1`) until it deletes fewer
+/// than [`PRUNE_CHUNK`] rows; returns how many it deleted in all. Every pruned table goes
+/// through here, so each statement stays short.
+pub(crate) async fn delete_in_chunks(db: &Db, delete: &str, cutoff: &str) -> anyhow::Result<u64> {
+    let delete = db.sql(delete);
+    let mut deleted = 0;
+    loop {
+        let chunk = sqlx::query(&delete)
+            .bind(cutoff)
+            .bind(PRUNE_CHUNK)
+            .execute(db.pool())
+            .await?
+            .rows_affected();
+        deleted += chunk;
+        if chunk < PRUNE_CHUNK as u64 {
+            return Ok(deleted);
         }
     }
-    pruned.processed_ids = idempotency::prune(db, &cutoff).await?;
-    pruned.crash_records = crashes::prune(db, &cutoff).await?;
-    Ok(pruned)
 }
 
 /// How often the lease holder prunes: a quarter of the window (so nothing outlives it by
