@@ -14,7 +14,10 @@
 
 use std::path::{Path, PathBuf};
 
-use plotters::{coord::Shift, prelude::*};
+use plotters::{
+    coord::{types::RangedCoordf64, Shift},
+    prelude::*,
+};
 
 use super::{report::LoadReport, series::SecondRow, stages::Stage};
 
@@ -94,6 +97,33 @@ pub(super) fn whole(value: &f64) -> String {
 }
 
 /// A rate counted over second `s` is drawn at the middle of that second.
+/// Draws the offered load and the orders accepted per second, with their legend entries:
+/// the two lines every per-second chart of a run starts from.
+pub(super) fn draw_offered_and_accepted(
+    chart: &mut ChartContext<'_, SVGBackend<'_>, Cartesian2d<RangedCoordf64, RangedCoordf64>>,
+    rows: &[SecondRow],
+) -> anyhow::Result<()> {
+    for (value, color, label) in [
+        (
+            (|row: &SecondRow| row.offered as f64) as fn(&SecondRow) -> f64,
+            OFFERED,
+            "offered load (orders/s scheduled)",
+        ),
+        (
+            |row: &SecondRow| row.accepted as f64,
+            ACCEPTED,
+            "orders accepted by the API (orders/s)",
+        ),
+    ] {
+        let points: Vec<(f64, f64)> = rows.iter().map(|row| (middle(row), value(row))).collect();
+        chart
+            .draw_series(LineSeries::new(points, color.stroke_width(2)))?
+            .label(label)
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 22, y)], color.stroke_width(2)));
+    }
+    Ok(())
+}
+
 pub(super) fn middle(row: &SecondRow) -> f64 {
     row.second as f64 + 0.5
 }
@@ -192,24 +222,7 @@ fn draw_peak_shaving(path: &Path, report: &LoadReport) -> anyhow::Result<()> {
     }
     let line =
         |values: Vec<(f64, f64)>, color: RGBColor| LineSeries::new(values, color.stroke_width(2));
-    chart
-        .draw_series(line(
-            rows.iter()
-                .map(|row| (middle(row), row.offered as f64))
-                .collect(),
-            OFFERED,
-        ))?
-        .label("offered load (orders/s scheduled)")
-        .legend(|(x, y)| PathElement::new([(x, y), (x + 22, y)], OFFERED.stroke_width(2)));
-    chart
-        .draw_series(line(
-            rows.iter()
-                .map(|row| (middle(row), row.accepted as f64))
-                .collect(),
-            ACCEPTED,
-        ))?
-        .label("orders accepted by the API (orders/s)")
-        .legend(|(x, y)| PathElement::new([(x, y), (x + 22, y)], ACCEPTED.stroke_width(2)));
+    draw_offered_and_accepted(&mut chart, rows)?;
     if !report.stages.is_empty() {
         chart
             .draw_series(line(

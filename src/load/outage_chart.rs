@@ -11,8 +11,8 @@ use plotters::prelude::*;
 
 use super::{
     charts::{
-        footer, middle, time_axis, whole, ACCEPTED, BACKLOG, FAILED, FONT, FOOTER, HEADROOM,
-        OFFERED, SIZE,
+        draw_offered_and_accepted, footer, middle, time_axis, whole, BACKLOG, FAILED, FONT, FOOTER,
+        HEADROOM, SIZE,
     },
     report::LoadReport,
     series::SecondRow,
@@ -118,24 +118,7 @@ pub fn write(path: &Path, report: &LoadReport) -> anyhow::Result<()> {
     }
     let line =
         |values: Vec<(f64, f64)>, color: RGBColor| LineSeries::new(values, color.stroke_width(2));
-    chart
-        .draw_series(line(
-            rows.iter()
-                .map(|row| (middle(row), row.offered as f64))
-                .collect(),
-            OFFERED,
-        ))?
-        .label("offered load (orders/s scheduled)")
-        .legend(|(x, y)| PathElement::new([(x, y), (x + 22, y)], OFFERED.stroke_width(2)));
-    chart
-        .draw_series(line(
-            rows.iter()
-                .map(|row| (middle(row), row.accepted as f64))
-                .collect(),
-            ACCEPTED,
-        ))?
-        .label("orders accepted by the API (orders/s)")
-        .legend(|(x, y)| PathElement::new([(x, y), (x + 22, y)], ACCEPTED.stroke_width(2)));
+    draw_offered_and_accepted(&mut chart, rows)?;
     if watched {
         chart
             .draw_series(line(
