@@ -38,8 +38,9 @@ const CHILD_TOPIC: &str = "ORDERFLOW_TEST_CHILD_TOPIC";
 const CHILD_READY: &str = "member subscribed";
 
 /// How long every message may take to reach a live member: past the dead member's
-/// session timeout (10 s) and the rebalances that follow it, with room for a busy machine.
-const EVERY_MESSAGE_WITHIN: Duration = Duration::from_secs(120);
+/// session timeout (45 s, `SESSION_TIMEOUT` in the backend's `config.rs`) and the
+/// rebalances that follow it, with room for a busy machine.
+const EVERY_MESSAGE_WITHIN: Duration = Duration::from_secs(180);
 
 /// The member to kill, when started by the parent; a no-op test otherwise.
 #[tokio::test]
@@ -158,28 +159,26 @@ async fn kafka_a_member_killed_during_a_join_leaves_no_partition_unowned() {
     let _ = broker.close().await;
 }
 
-/// How long the broker is frozen: past the session timeout (10 s), so that librdkafka
-/// gives the assignment up ("session timed out ... revoking assignment and rejoining").
+/// How long the broker is frozen: as long as the longest stall seen on this machine under
+/// load (heartbeats answered after more than 10 s), and longer than the 10 s session this
+/// backend once had.
 const FROZEN_FOR: Duration = Duration::from_secs(14);
 
-/// A broker that stops answering for longer than the session timeout (a stalled disk, a
-/// starved CPU: SIGSTOP here) makes librdkafka revoke the assignment and rejoin. Once the
-/// broker answers again, the consumer must own its partitions again and receive what was
-/// published meanwhile.
+/// A broker that stops answering for a while (a stalled disk, a starved CPU: SIGSTOP
+/// here) must not cost a group its consumer: once the broker answers again, the consumer
+/// owns its partitions and receives what was published meanwhile.
 ///
-/// A known failure of tansu 0.6, kept visible (`cargo test --test membership --
-/// --ignored`): the first request after the freeze expires the group's only member, the
-/// leader, without clearing the group's leader; the rejoin then puts the group in its
-/// forming state with that departed member still named leader, every JoinGroup answer
-/// tells the consumer to wait for the leader's assignment, and none ever comes (the
-/// group's stored state: `Forming { leader: <the old member id> }`, one member, new).
-/// Leaving and joining again does not clear it either. No client-side escape short of
-/// deleting the group was found; under load on this machine such freezes were seen
-/// (heartbeats answered after more than 10 s) and the chaos runs then lose a group.
-/// The cure belongs in tansu; on Kafka the coordinator elects a new leader.
+/// It failed with a 10 s session. The first request after the freeze was the consumer's
+/// own heartbeat, from the member whose session had now expired: tansu 0.6 dropped it from
+/// the formed group without clearing the group's leader, librdkafka (whose session had
+/// timed out too) joined again as a new member, and the group formed again with the
+/// departed member still named leader. Every JoinGroup answer then said to wait for that
+/// leader's assignment, which never came (the stored state: `Forming { leader: <the old
+/// member id> }`, one member, new); tansu keeps the leader only this way, and no request a
+/// client can make clears it. A session of 45 s (`SESSION_TIMEOUT`) outlives the stall, so
+/// nothing expires.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "tansu 0.6 keeps a departed member as the forming group's leader (see the doc comment)"]
-async fn kafka_a_consumer_whose_session_timed_out_is_assigned_again() {
+async fn kafka_a_consumer_keeps_its_partitions_through_a_broker_stall() {
     orderflow_kit::telemetry::init_with_default("warn");
     let Some(support::nodes::Node::Tansu(node)) = support::nodes::Node::start("kafka").await else {
         return;

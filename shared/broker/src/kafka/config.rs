@@ -12,8 +12,21 @@ use rdkafka::config::ClientConfig;
 use crate::{BrokerError, Result};
 
 /// How long a consumer may leave a full channel untouched before it is taken for stuck
-/// and leaves its group (librdkafka's `max.poll.interval.ms`, default five minutes).
-pub const MAX_POLL_INTERVAL: Duration = Duration::from_secs(30);
+/// and leaves its group (librdkafka's `max.poll.interval.ms`, default five minutes; it
+/// may not be shorter than the session timeout).
+pub const MAX_POLL_INTERVAL: Duration = Duration::from_secs(60);
+
+/// How long a group member may go without a heartbeat answered before the coordinator
+/// (and librdkafka itself) counts it gone: Kafka's own default since 3.0.
+///
+/// Shorter would replace a consumer killed with `kill -9` sooner, but a session must
+/// outlive a broker that stalls or restarts. tansu 0.6 wedges a group when one expires:
+/// the expired leader's own late heartbeat drops it from the formed group without clearing
+/// the group's leader (`Inner<Formed>::heartbeat` in tansu's `administrator.rs`), the next
+/// join then carries the departed leader into the forming state, and nobody is ever
+/// assigned anything again. With 10 s that happened here under load (heartbeats answered
+/// after more than 10 s) and after a broker restart (`tests/chaos.rs`).
+pub const SESSION_TIMEOUT: Duration = Duration::from_secs(45);
 /// Timeout of one blocking metadata, offset or commit request.
 pub(super) const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -65,9 +78,8 @@ pub fn consumer_config(bootstrap: &str, group: &str) -> ClientConfig {
         .set("auto.offset.reset", "earliest")
         // No end-of-partition events in the poll loop; it has no use for them.
         .set("enable.partition.eof", "false")
-        // Small enough that a consumer that died without leaving the group is replaced
-        // quickly, heartbeats often enough that rebalances start promptly.
-        .set("session.timeout.ms", "10000")
+        // See SESSION_TIMEOUT; heartbeats often enough that rebalances start promptly.
+        .set("session.timeout.ms", SESSION_TIMEOUT.as_millis().to_string())
         .set("heartbeat.interval.ms", "1000")
         .set(
             "max.poll.interval.ms",

@@ -421,7 +421,7 @@ mod tests {
     /// untouched holds up a rebalance only until `MAX_POLL_INTERVAL`, then its partitions
     /// and unacked messages go to the consumer that joined.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[ignore = "waits MAX_POLL_INTERVAL (30 s); run with --ignored"]
+    #[ignore = "waits MAX_POLL_INTERVAL (60 s); run with --ignored"]
     async fn a_stuck_consumer_gives_way_to_a_new_one() {
         let Some(url) =
             orderflow_kit::testenv::require("ORDERFLOW_KAFKA_URL", "a Kafka-protocol broker")
