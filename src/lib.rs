@@ -1,7 +1,8 @@
 //! # orderflow
 //!
 //! The command line's library: everything `orderflow demo`, `orderflow place`,
-//! `orderflow reconcile`, `orderflow bench`, `orderflow load` and `orderflow chaos` do,
+//! `orderflow reconcile`, `orderflow bench`, `orderflow load`, `orderflow chaos` and
+//! `orderflow scenario` do,
 //! usable from the end-to-end tests in `tests/`.
 //!
 //! - [`stack`] — the five services started in this process (the demo) or as separate
@@ -12,6 +13,7 @@
 //! - [`bench`] — the broker abstraction against the raw clients.
 //! - [`chaos`] — the fault suite: kill, cut, restart, poison mid-run, and the ledger.
 //! - [`load`] — the open-loop load test: API latency, the journey stage by stage, backlogs.
+//! - [`scenarios`] — each claim of the article staged on the order flow and measured.
 
 pub mod bench;
 pub mod chaos;
@@ -19,4 +21,5 @@ pub mod demo;
 pub mod load;
 pub mod place;
 pub mod reconcile;
+pub mod scenarios;
 pub mod stack;

@@ -7,6 +7,7 @@
 //! orderflow reconcile [--wait-for N --deadline S] [--json]   # check running services
 //! cargo run --release -- load --burst 10x:10s@10s --duration 40s --out DIR   # open-loop load test
 //! orderflow chaos <scenario> [--broker rabbitmq|kafka|memory] [--orders N] [--json]   # the fault suite
+//! orderflow scenario <name> [--broker URL] [--json]   # one claim of the article, measured (--list)
 //! ```
 //!
 //! `demo` and `reconcile` exit with status 1 when anything is missing, doubled or orphaned
@@ -19,7 +20,7 @@
 
 use std::time::Duration;
 
-use orderflow::{bench, chaos, demo, load, place, reconcile};
+use orderflow::{bench, chaos, demo, load, place, reconcile, scenarios};
 
 use clap::{Parser, Subcommand};
 
@@ -61,6 +62,9 @@ enum Command {
     /// ledger: sent, accepted, settled, lost, doubled, duplicates absorbed, dead letters,
     /// time to recover.
     Chaos(chaos::Args),
+    /// Stages one claim of the article about message queues on the order flow and prints
+    /// what it measured (`--list` shows them all).
+    Scenario(scenarios::Args),
     /// Measures throughput.
     Bench {
         #[command(subcommand)]
@@ -93,7 +97,7 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
     let cli = Cli::parse();
     orderflow_kit::telemetry::init_with_default(match cli.command {
         Command::Bench { .. } => "info",
-        Command::Chaos(_) => "error",
+        Command::Chaos(_) | Command::Scenario(_) => "error",
         _ => "warn",
     });
     let exact = |exact: bool| {
@@ -109,6 +113,7 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
             .await
             .map(|()| std::process::ExitCode::SUCCESS),
         Command::Chaos(args) => chaos::run_cli(args).await.map(exact),
+        Command::Scenario(args) => scenarios::run_cli(args).await.map(exact),
         Command::Place(args) => place::run(args)
             .await
             .map(|()| std::process::ExitCode::SUCCESS),

@@ -41,7 +41,7 @@
 mod args;
 pub mod backlog;
 pub mod charts;
-mod cleanup;
+pub mod cleanup;
 pub mod compare;
 pub mod compare_chart;
 pub mod generator;

@@ -50,6 +50,7 @@ impl Handler for EventLogHandler {
             headers: serde_json::to_value(&envelope.headers)
                 .map_err(|error| HandlerError::Reject(error.into()))?,
             payload,
+            logged_at: chrono::Utc::now(),
         };
         if store::insert(&self.db, &logged).await? {
             tracing::debug!(event_type = %logged.event_type, "event logged");

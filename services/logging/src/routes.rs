@@ -2,7 +2,7 @@
 //!
 //! | route | answer |
 //! | --- | --- |
-//! | `GET /events?order_id=…` | that order's journey: its events in publish order, with headers and payloads |
+//! | `GET /events?order_id=…` | that order's journey: its events in publish order, with headers, payloads and when each was stored (`logged_at`) |
 //! | `POST /internal/handle` | the synchronous wiring's call: the consumer handler run on the envelopes given, its events handed back ([`orderflow_kit::http::sync_handle`]) |
 //! | `GET /internal/reconcile` | `{"events": [{order_id, event_type, count}], "common": {…}}` for `orderflow reconcile` |
 

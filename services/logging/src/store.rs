@@ -36,6 +36,9 @@ pub struct LoggedEvent {
     pub headers: serde_json::Value,
     /// The event as published (`{"type", "version", "data"}`).
     pub payload: serde_json::Value,
+    /// When the logging service stored it: minus `published_at`, the log's own hop of the
+    /// journey (`orderflow scenario journey`).
+    pub logged_at: DateTime<Utc>,
 }
 
 /// Stores `event` unless its message id is already stored; `false` when it was.
@@ -58,7 +61,7 @@ pub async fn insert(db: &Db, event: &LoggedEvent) -> anyhow::Result<bool> {
     .bind(event.published_at.timestamp_micros())
     .bind(event.headers.to_string())
     .bind(event.payload.to_string())
-    .bind(Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true))
+    .bind(event.logged_at.to_rfc3339_opts(SecondsFormat::Micros, true))
     .execute(db.pool())
     .await?
     .rows_affected();
@@ -68,7 +71,8 @@ pub async fn insert(db: &Db, event: &LoggedEvent) -> anyhow::Result<bool> {
 /// The journey of `order_id`: its events in the order they were published (then stored).
 pub async fn journey(db: &Db, order_id: Uuid) -> anyhow::Result<Vec<LoggedEvent>> {
     let rows: Vec<StoredEvent> = sqlx::query_as(&db.sql(
-        "SELECT message_id, order_id, event_type, topic, published_at, headers, payload
+        "SELECT message_id, order_id, event_type, topic, published_at, headers, payload,
+                logged_at
          FROM events WHERE order_id = $1 ORDER BY published_us, id",
     ))
     .bind(order_id.to_string())
@@ -89,6 +93,7 @@ struct StoredEvent {
     published_at: String,
     headers: String,
     payload: String,
+    logged_at: String,
 }
 
 impl TryFrom<StoredEvent> for LoggedEvent {
@@ -103,6 +108,7 @@ impl TryFrom<StoredEvent> for LoggedEvent {
             published_at: DateTime::parse_from_rfc3339(&stored.published_at)?.into(),
             headers: serde_json::from_str(&stored.headers)?,
             payload: serde_json::from_str(&stored.payload)?,
+            logged_at: DateTime::parse_from_rfc3339(&stored.logged_at)?.into(),
         })
     }
 }

@@ -58,6 +58,26 @@ pub const LOGGING: GroupTopics = GroupTopics {
 /// Every group of the order flow.
 pub const GROUPS: [GroupTopics; 5] = [ORDER, PAYMENT, POINTS, SMS, LOGGING];
 
+/// Who publishes each topic: the service whose API (`order.placed`, through its outbox) or
+/// whose handler produces it. The other half of the map: with [`GROUPS`] it says, for any
+/// message of an order's journey, which group's work made it (`orderflow scenario journey`
+/// names each hop by it).
+pub const PUBLISHERS: [(&str, &str); 5] = [
+    (topics::ORDER_PLACED, "order"),
+    (topics::PAYMENT_SUCCEEDED, "payment"),
+    (topics::PAYMENT_FAILED, "payment"),
+    (topics::POINTS_AWARDED, "points"),
+    (topics::SMS_SENT, "sms"),
+];
+
+/// The service that publishes `topic`, if it is one of the order flow's.
+pub fn publisher_of(topic: &str) -> Option<&'static str> {
+    PUBLISHERS
+        .into_iter()
+        .find(|(published, _)| *published == topic)
+        .map(|(_, publisher)| publisher)
+}
+
 /// The group named `group`, if it is one of the order flow's (a test running a service
 /// under a private group name gets `None`).
 pub fn group(group: &str) -> Option<GroupTopics> {
@@ -81,5 +101,18 @@ mod tests {
         }
         assert_eq!(group("payment"), Some(PAYMENT));
         assert_eq!(group("payment-test-1234"), None);
+    }
+
+    #[test]
+    fn every_topic_has_one_publisher_and_it_is_a_group_of_the_flow() {
+        for topic in topics::ALL {
+            let publishers = PUBLISHERS
+                .iter()
+                .filter(|(published, _)| *published == topic);
+            assert_eq!(publishers.count(), 1, "{topic}");
+            let publisher = publisher_of(topic).unwrap();
+            assert!(group(publisher).is_some(), "{topic} by {publisher}");
+        }
+        assert_eq!(publisher_of("orders.shipped"), None);
     }
 }
