@@ -547,7 +547,7 @@ fn the_command_prints_json_with_every_field_and_writes_the_series_and_charts() {
     // The caption, on one line or two, states the load average at the start.
     let caption = peak_shaving
         .iter()
-        .skip_while(|text| !text.starts_with("Set-up:"))
+        .skip_while(|text| !text.contains("Set-up:"))
         .cloned()
         .collect::<Vec<_>>()
         .join(" ");
