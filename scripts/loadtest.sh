@@ -476,8 +476,8 @@ p(f"Under the burst the async API's p99 was {ratio_async:.1f}× its base-rate p9
   f"{ratio_sync:.1f}× (with {s['errors'] + s['timeouts']:,} of {s['offered']:,} requests failed); "
   f"the SMS backlog peaked at {a['sms_backlog_peak']} and ended at "
   f"{next((g['last'] for g in burst_report['backlog'] if g['group'] == 'sms'), None)}, "
-  f"SMS sent/s never above {sms_max_per_s} (gateway limit {sms_limit:g}/s; texts are counted in the "
-  "second the run's observer saw their event, so a second can hold a few sent at the end of the one before). "
+  f"SMS sent/s at most {sms_max_per_s} (gateway limit {sms_limit:g}/s; texts are counted in the "
+  "second the gateway accepted them, the `sent_at` of their event). "
   "Latency counts every answer, refusals too.")
 p("")
 sms_last = next((g['last'] for g in burst_report['backlog'] if g['group'] == 'sms'), None)

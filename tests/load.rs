@@ -299,6 +299,42 @@ async fn every_accepted_order_is_counted_at_every_stage_of_the_in_process_stack(
     assert_every_stage_counted(&report, 100);
 }
 
+#[tokio::test]
+async fn texts_go_out_no_faster_than_the_gateway_limit_while_the_queue_holds_the_rest() {
+    // 30 orders/s for 2 s against a gateway taking 10 texts/s: the texts must take about
+    // six seconds, the queue holding what the gateway cannot take yet.
+    let limit = 10;
+    let mut args = args(&[
+        "--rate",
+        "30",
+        "--duration",
+        "2s",
+        "--sms-rate",
+        &limit.to_string(),
+        "--drain",
+        "60s",
+    ]);
+    args.broker = None;
+    args.postgres = None;
+    let report = load::measure(&args).await.unwrap();
+    assert_every_stage_counted(&report, 60);
+    let per_second: Vec<u64> = report
+        .series
+        .iter()
+        .map(|row| row.stages.get(&Stage::Sms).copied().unwrap_or(0))
+        .collect();
+    // Handlers start one every 1/limit s, so a second of the gateway's clock holds
+    // `limit` texts, one more when a second's first start falls right on its edge.
+    assert!(
+        per_second.iter().all(|&texts| texts <= limit + 1),
+        "texts per second above the gateway's limit of {limit}: {per_second:?}"
+    );
+    assert!(
+        per_second.iter().filter(|&&texts| texts > 0).count() >= 4,
+        "the texts were not spread over the seconds the limit needs: {per_second:?}"
+    );
+}
+
 fn rabbitmqctl(args: &[&str]) -> String {
     let output = std::process::Command::new("rabbitmqctl")
         .args(args)

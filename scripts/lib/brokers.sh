@@ -87,11 +87,19 @@ ensure_postgres_access() {
 # tansu is built once into a cache outside the clone (about 10 minutes) and reused.
 ensure_tansu_binary() {
   if [ -x "$TANSU_BIN" ]; then return 0; fi
-  log "building tansu $TANSU_VERSION into $ORDERFLOW_CACHE (once; about 10 minutes)"
   mkdir -p "$ORDERFLOW_CACHE"
-  cargo install tansu --version "=$TANSU_VERSION" --locked --features libsql,dynostore \
-    --root "$ORDERFLOW_CACHE/tansu-$TANSU_VERSION" >"$ORDERFLOW_CACHE/tansu-build.log" 2>&1 ||
-    { tail -30 "$ORDERFLOW_CACHE/tansu-build.log" >&2; die "building tansu failed"; }
+  # Two scripts started together (a test run and a load test, say) would otherwise each
+  # build it, for half an hour on two cores: the second waits for the first's build.
+  local lock
+  exec {lock}>"$ORDERFLOW_CACHE/tansu-$TANSU_VERSION.lock"
+  flock "$lock"
+  if ! [ -x "$TANSU_BIN" ]; then
+    log "building tansu $TANSU_VERSION into $ORDERFLOW_CACHE (once; about 10 minutes)"
+    cargo install tansu --version "=$TANSU_VERSION" --locked --features libsql,dynostore \
+      --root "$ORDERFLOW_CACHE/tansu-$TANSU_VERSION" >"$ORDERFLOW_CACHE/tansu-build.log" 2>&1 ||
+      { tail -30 "$ORDERFLOW_CACHE/tansu-build.log" >&2; die "building tansu failed"; }
+  fi
+  exec {lock}>&-
 }
 
 # start_tansu PORT STORAGE LOGFILE: starts tansu in the background on loopback and waits

@@ -6,9 +6,15 @@
 //! without taking anything from the services' own groups. It is declared before the first
 //! order is sent — a broker keeps messages only for the groups that exist when they are
 //! published — and it acks at once: it only notes when each order reached each stage.
+//!
+//! A stage is timed when the observer sees its event, except the text: an `SmsSent` is
+//! timed by its own `sent_at`, when the gateway accepted it. The relay publishes in
+//! batches, so the sighting of a text can fall in the second after it was sent, and "SMS
+//! sent per second", compared with the gateway's limit, must count the gateway's seconds.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
+use chrono::{DateTime, Utc};
 use orderflow_broker::{Broker, Deliveries, Envelope, Subscription};
 use orderflow_events::{headers, topics, Event, EventKind};
 use orderflow_kit::shutdown::CancellationToken;
@@ -54,6 +60,24 @@ fn stage_of(envelope: &Envelope) -> Option<(Uuid, Stage)> {
     Some((order_id, Stage::of_event(kind)))
 }
 
+/// When the gateway accepted the text an `SmsSent` envelope reports, as a time since the
+/// run's start (`started` on the wall clock); `None` for any other event or a payload that
+/// does not decode (the sighting then stands).
+fn text_sent_at(envelope: &Envelope, started: DateTime<Utc>) -> Option<Duration> {
+    if envelope
+        .header(headers::EVENT_TYPE)
+        .and_then(EventKind::from_name)
+        != Some(EventKind::SmsSent)
+    {
+        return None;
+    }
+    match Event::decode(&envelope.payload).ok()? {
+        // Before the start only by clock skew between processes: the start, then.
+        Event::SmsSent(sent) => Some((sent.sent_at - started).to_std().unwrap_or_default()),
+        _ => None,
+    }
+}
+
 /// Consumes until `deliveries` ends or is dropped (the run drops it when done): records
 /// each first sighting in `journeys` and hands each order whose events are complete to
 /// `complete` (the log checker). Returns how many messages could not be read.
@@ -65,6 +89,8 @@ pub async fn run(
     stop: CancellationToken,
 ) -> u64 {
     let mut unreadable = 0;
+    let started = Utc::now()
+        - chrono::Duration::from_std(start.elapsed()).unwrap_or_else(|_| chrono::Duration::zero());
     loop {
         let delivery = tokio::select! {
             delivery = deliveries.next() => delivery,
@@ -73,8 +99,9 @@ pub async fn run(
         let Some(delivery) = delivery else {
             return unreadable;
         };
-        let at = start.elapsed();
-        match stage_of(delivery.envelope()) {
+        let envelope = delivery.envelope();
+        let at = text_sent_at(envelope, started).unwrap_or_else(|| start.elapsed());
+        match stage_of(envelope) {
             Some((order_id, stage)) => {
                 let reached = journeys.reach(order_id, stage, at);
                 if let (true, Some(complete)) = (reached.events_complete, &complete) {

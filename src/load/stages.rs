@@ -29,7 +29,7 @@ pub enum Stage {
     Failed,
     /// `points.awarded` was published.
     Points,
-    /// `sms.sent` was published.
+    /// The SMS gateway accepted the text (the `sent_at` of `sms.sent`; see `observer.rs`).
     Sms,
     /// Every event of the order is stored by the logging service.
     Logged,
