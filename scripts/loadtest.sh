@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
-# scripts/loadtest.sh [memory|rabbitmq|kafka] — the end-to-end load tests, with release
+# scripts/loadtest.sh [memory|rabbitmq|kafka|stack] — the end-to-end load tests, with release
 # binaries, on one backend (default memory: nothing to install), and the "End to end"
 # section of BENCHMARKS.md for that backend written from what this run measured, with the
 # charts it shows committed under docs/benchmarks/BACKEND/.
+#
+# memory, rabbitmq and kafka run the five services inside the load generator's process on
+# that broker; stack runs them as five processes (scripts/up.sh rabbitmq: RabbitMQ and
+# PostgreSQL), see "The five services as processes" below for what it measures and why.
 #
 # The standard set, each an `orderflow load` run of the in-process stack on the backend:
 #   steady          the base rate, no burst
@@ -20,7 +24,8 @@
 # _SEARCH_DURATION (15s), _SEARCH_DRAIN (10s), _VALIDATE_RATE (200), _VALIDATE_DURATION
 # (20s), _VALIDATE_ROUNDS (2, taking turns), _CEILING_RATE (20000), _CEILING_DURATION (10s), _POSTGRES (a PostgreSQL server
 # for the services' databases instead of SQLite files), _KEEP (keep the run directory),
-# _RESUME (go on with a kept one).
+# _RESUME (go on with a kept one). For stack, also _SMS_LIMIT (50, the SMS gateway's default,
+# given to the processes explicitly so the section can state it).
 # Tools (oha) are built once into ~/.cache/orderflow. Not run in CI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -48,6 +53,7 @@ ceiling_duration=${ORDERFLOW_LOADTEST_CEILING_DURATION:-10s}
 postgres=${ORDERFLOW_LOADTEST_POSTGRES:-}
 # "Lifted": far above any rate this machine reaches, so the gateway never paces.
 sms_lifted=1000000
+sms_limit=${ORDERFLOW_LOADTEST_SMS_LIMIT:-50}
 
 # ORDERFLOW_LOADTEST_RESUME=DIR: go on with a kept run directory (ORDERFLOW_LOADTEST_KEEP)
 # of the same backend and knobs; the runs it already holds are not made again.
@@ -56,8 +62,11 @@ charts_dir=docs/benchmarks/$backend
 tansu_pid=""
 service_pid=""
 vhost=""
+stack_suffix=""
 cleanup() {
   if [ -n "$service_pid" ]; then kill "$service_pid" 2>/dev/null || true; fi
+  # Services before their virtual host (stack_down is defined further down).
+  if [ -n "$stack_suffix" ]; then stack_down; fi
   if [ -n "$tansu_pid" ]; then kill "$tansu_pid" 2>/dev/null || true; fi
   if [ -n "$vhost" ]; then rabbitmqctl delete_vhost "$vhost" >/dev/null 2>&1 || true; fi
   if [ -z "${ORDERFLOW_LOADTEST_KEEP:-}${ORDERFLOW_LOADTEST_RESUME:-}" ]; then rm -rf "$run_dir"; else log "kept $run_dir"; fi
@@ -92,7 +101,21 @@ case $backend in
       broker_note="the Kafka protocol: tansu $TANSU_VERSION on loopback, memory storage, private to this run"
     fi
     ;;
-  *) die "usage: scripts/loadtest.sh [memory|rabbitmq|kafka]" ;;
+  stack)
+    ensure_rabbitmq
+    ensure_postgres
+    ensure_postgres_access
+    # As for rabbitmq: the services' queues on a virtual host of this run's own, so a
+    # stack from scripts/up.sh beside it keeps its queues to itself.
+    vhost="orderflow-loadtest-$$-$RANDOM"
+    rabbitmqctl add_vhost "$vhost" >/dev/null
+    rabbitmqctl set_permissions -p "$vhost" guest '.*' '.*' '.*' >/dev/null
+    stack_broker="amqp://guest:guest@127.0.0.1:5672/$vhost"
+    stack_port=$(free_ports 5)
+    broker_note="RabbitMQ $(rabbitmqctl version 2>/dev/null || echo '(version unknown)') on loopback, a virtual host of this run's own"
+    postgres_note="PostgreSQL $(psql -h 127.0.0.1 -U postgres -d postgres -Atc 'show server_version' 2>/dev/null | cut -d' ' -f1) on loopback"
+    ;;
+  *) die "usage: scripts/loadtest.sh [memory|rabbitmq|kafka|stack]" ;;
 esac
 stack_args=("${broker_args[@]}")
 if [ -n "$postgres" ]; then
@@ -102,7 +125,11 @@ fi
 
 ensure_cargo_tool oha "$OHA_VERSION"
 log "building the release binaries"
-cargo build --release --quiet -p orderflow -p orderflow-order --bins
+packages=(-p orderflow -p orderflow-order)
+if [ "$backend" = stack ]; then
+  packages+=(-p orderflow-payment -p orderflow-points -p orderflow-sms -p orderflow-logging)
+fi
+cargo build --release --quiet "${packages[@]}" --bins
 orderflow=target/release/orderflow
 
 loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
@@ -110,12 +137,15 @@ loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
 [ -s "$run_dir/start.load" ] || loadavg >"$run_dir/start.load"
 load_at_start=$(cat "$run_dir/start.load")
 
+# measured NAME: a resumed run already holds NAME's result.
+measured() { [ -n "${ORDERFLOW_LOADTEST_RESUME:-}" ] && [ -s "$run_dir/$1.json" ]; }
+
 # measure NAME ARGS...: one `orderflow load --json` run, its JSON in $run_dir/NAME.json and
 # the load average just before it in $run_dir/NAME.load.
 measure() {
   local name=$1
   shift
-  if [ -n "${ORDERFLOW_LOADTEST_RESUME:-}" ] && [ -s "$run_dir/$name.json" ]; then
+  if measured "$name"; then
     log "load: $name, measured before ($run_dir/$name.json)"
     return 0
   fi
@@ -126,12 +156,83 @@ measure() {
     { tail -20 "$run_dir/$name.log" >&2; die "load $name failed"; }
 }
 
-measure steady "${stack_args[@]}" --rate "$rate" --duration "$steady" --out "$run_dir/steady"
-measure compare "${stack_args[@]}" --compare --rate "$rate" --duration "$compare_duration" \
-  --burst "$burst" --out "$run_dir/compare"
+# --- the five services as processes (stack) ----------------------------------------------
+# Each run gets a fresh stack from scripts/up.sh rabbitmq — on the run's virtual host, on
+# ports and with databases of its own (new databases for every run, so none inherits
+# another's backlog or rows) — and scripts/down.sh after it. The load generator is
+# `orderflow load --target` in a process of its own; it watches the stages and every
+# group's backlog through the broker (a consumer group of its own on the same virtual
+# host) and the logged stage through the logging service's API.
+#
+# What the in-process backends measure and the processes do not: the logging service
+# stopped mid-run (`--logging-down` stops and restarts it inside the generator's process,
+# which it can only do for the services it runs itself). The synchronous baseline is
+# measured: the order service reads ORDERFLOW_WIRING=sync from the environment scripts/up.sh
+# passes on (up.sh itself never sets it), and its calls go to the stack's own ports.
+stack_target=()
+if [ "$backend" = stack ]; then
+  stack_target=(--target "http://127.0.0.1:$stack_port" --broker "$stack_broker"
+    --logging-url "http://127.0.0.1:$((stack_port + 4))")
+fi
+stack_runs=0
 
-# The highest sustainable rate: doubling while a rate passes, then halving the gap
-# between the last pass and the first failure, $search_runs runs in all.
+# stack_up [VARIABLE=VALUE...]: a fresh stack, its five services given the VARIABLE=VALUEs.
+stack_up() {
+  stack_runs=$((stack_runs + 1))
+  stack_suffix="_loadtest_$$_$stack_runs"
+  log "stack: scripts/up.sh rabbitmq on ports $stack_port-$((stack_port + 4)) ($*)"
+  env "$@" ORDERFLOW_RUN_DIR="$run_dir/stack" ORDERFLOW_AMQP_URL="$stack_broker" \
+    ORDERFLOW_UP_FIRST_PORT="$stack_port" ORDERFLOW_DATABASE_SUFFIX="$stack_suffix" \
+    ORDERFLOW_PAYMENT_URL="http://127.0.0.1:$((stack_port + 1))" \
+    ORDERFLOW_POINTS_URL="http://127.0.0.1:$((stack_port + 2))" \
+    ORDERFLOW_SMS_URL="http://127.0.0.1:$((stack_port + 3))" \
+    ORDERFLOW_LOGGING_URL="http://127.0.0.1:$((stack_port + 4))" \
+    RUST_LOG=${RUST_LOG:-warn} scripts/up.sh rabbitmq >"$run_dir/up-$stack_runs.log" 2>&1 ||
+    { tail -20 "$run_dir/up-$stack_runs.log" >&2; die "scripts/up.sh failed"; }
+}
+
+# stack_down: stops the stack (scripts/down.sh) and drops its databases.
+stack_down() {
+  [ -n "$stack_suffix" ] || return 0
+  ORDERFLOW_RUN_DIR="$run_dir/stack" scripts/down.sh >>"$run_dir/down.log" 2>&1 || true
+  local service
+  for service in order payment points sms logging; do
+    psql -h 127.0.0.1 -U postgres -d postgres -qAtc \
+      "DROP DATABASE IF EXISTS \"orderflow_$service$stack_suffix\" WITH (FORCE)" >/dev/null 2>&1 || true
+  done
+  stack_suffix=""
+}
+
+# stack_measure NAME "VARIABLE=VALUE ..." ARGS...: `measure NAME ARGS...` on a fresh stack.
+stack_measure() {
+  local name=$1 variables=$2
+  shift 2
+  if measured "$name"; then measure "$name"; return 0; fi
+  # shellcheck disable=SC2086 # the words of $variables are the assignments
+  stack_up $variables
+  measure "$name" "$@"
+  stack_down
+}
+
+# --- steady, burst, and the synchronous baseline -------------------------------------------
+if [ "$backend" = stack ]; then
+  stack_measure steady "ORDERFLOW_SMS_RATE_PER_S=$sms_limit" "${stack_target[@]}" \
+    --rate "$rate" --duration "$steady" --out "$run_dir/steady"
+  stack_measure burst "ORDERFLOW_SMS_RATE_PER_S=$sms_limit" "${stack_target[@]}" \
+    --rate "$rate" --duration "$compare_duration" --burst "$burst" --out "$run_dir/burst"
+  # Nothing is queued in the synchronous wiring: no broker to watch.
+  stack_measure sync-burst "ORDERFLOW_SMS_RATE_PER_S=$sms_limit ORDERFLOW_WIRING=sync" \
+    --target "http://127.0.0.1:$stack_port" --rate "$rate" --duration "$compare_duration" \
+    --burst "$burst" --out "$run_dir/sync-burst"
+else
+  measure steady "${stack_args[@]}" --rate "$rate" --duration "$steady" --out "$run_dir/steady"
+  measure compare "${stack_args[@]}" --compare --rate "$rate" --duration "$compare_duration" \
+    --burst "$burst" --out "$run_dir/compare"
+fi
+
+# --- the highest sustainable rate ----------------------------------------------------------
+# Doubling while a rate passes, then halving the gap between the last pass and the first
+# failure, $search_runs runs in all; the SMS limit lifted.
 passes() {
   python3 - "$1" <<'PY'
 import json, sys
@@ -143,14 +244,23 @@ ok = (t["errors"] + t["timeouts"] + t["dropped"] == 0
 sys.exit(0 if ok else 1)
 PY
 }
+# search_run NAME RATE: one run of the search.
+search_run() {
+  if [ "$backend" = stack ]; then
+    stack_measure "$1" "ORDERFLOW_SMS_RATE_PER_S=$sms_lifted" "${stack_target[@]}" \
+      --rate "$2" --duration "$search_duration" --drain "$search_drain"
+  else
+    measure "$1" "${stack_args[@]}" --rate "$2" --duration "$search_duration" \
+      --sms-rate "$sms_lifted" --drain "$search_drain"
+  fi
+}
 low=0
 high=0
 next=$search_start
 : >"$run_dir/search.list"
 for ((i = 1; i <= search_runs; i++)); do
   name="search-$i"
-  measure "$name" "${stack_args[@]}" --rate "$next" --duration "$search_duration" \
-    --sms-rate "$sms_lifted" --drain "$search_drain"
+  search_run "$name" "$next"
   echo "$name" >>"$run_dir/search.list"
   if passes "$run_dir/$name.json"; then low=$next; else high=$next; fi
   if [ "$high" = 0 ]; then
@@ -162,18 +272,25 @@ for ((i = 1; i <= search_runs; i++)); do
   fi
 done
 
-# Validation: one order-service process (memory broker, SQLite: the API alone), the same
-# fixed rate from orderflow and from oha; then the generator against GET /healthz.
-port=$(free_port)
-ORDERFLOW_BROKER=memory:// DATABASE_URL="sqlite://$run_dir/validate-order.db" \
-  ORDERFLOW_HTTP_ADDR="127.0.0.1:$port" RUST_LOG=warn \
-  target/release/order-service >"$run_dir/order-service.log" 2>&1 &
-service_pid=$!
-for ((i = 0; i < 300; i++)); do
-  curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break
-  sleep 0.1
-done
-curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null || die "the order service did not start"
+# --- validation against oha, and the generator's ceiling ------------------------------------
+# The same fixed rate from orderflow and from oha on one target — one order-service process
+# (memory broker, SQLite: the API alone), or for stack the stack's order service with the
+# other four behind it — then the generator against GET /healthz of the same target.
+if [ "$backend" = stack ]; then
+  stack_up "ORDERFLOW_SMS_RATE_PER_S=$sms_limit"
+  port=$stack_port
+else
+  port=$(free_port)
+  ORDERFLOW_BROKER=memory:// DATABASE_URL="sqlite://$run_dir/validate-order.db" \
+    ORDERFLOW_HTTP_ADDR="127.0.0.1:$port" RUST_LOG=warn \
+    target/release/order-service >"$run_dir/order-service.log" 2>&1 &
+  service_pid=$!
+  for ((i = 0; i < 300; i++)); do
+    curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+  curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null || die "the order service did not start"
+fi
 # Taking turns, so a change in what else the shared machine runs falls on both tools.
 for ((round = 1; round <= validate_rounds; round++)); do
   measure "validate-orderflow-$round" --target "http://127.0.0.1:$port" --rate "$validate_rate" \
@@ -189,20 +306,31 @@ for ((round = 1; round <= validate_rounds; round++)); do
 done
 measure ceiling --target "http://127.0.0.1:$port" --get /healthz --rate "$ceiling_rate" \
   --duration "$ceiling_duration"
-kill "$service_pid" 2>/dev/null || true
-wait "$service_pid" 2>/dev/null || true
-service_pid=""
+if [ -n "$service_pid" ]; then
+  kill "$service_pid" 2>/dev/null || true
+  wait "$service_pid" 2>/dev/null || true
+  service_pid=""
+fi
+stack_down
 
+# --- the charts and the section ----------------------------------------------------------------
 mkdir -p "$charts_dir"
-cp "$run_dir/compare/async/peak-shaving.svg" "$charts_dir/peak-shaving.svg"
-cp "$run_dir/compare/async/latency.svg" "$charts_dir/latency-burst.svg"
-cp "$run_dir/compare/sync/peak-shaving.svg" "$charts_dir/sync-burst.svg"
-cp "$run_dir/compare/compare.svg" "$charts_dir/compare.svg"
-cp "$run_dir/compare/async-logging-down/logging-down.svg" "$charts_dir/logging-down-async.svg"
-cp "$run_dir/compare/sync-logging-down/logging-down.svg" "$charts_dir/logging-down-sync.svg"
+if [ "$backend" = stack ]; then
+  cp "$run_dir/burst/peak-shaving.svg" "$charts_dir/peak-shaving.svg"
+  cp "$run_dir/burst/latency.svg" "$charts_dir/latency-burst.svg"
+  cp "$run_dir/sync-burst/peak-shaving.svg" "$charts_dir/sync-burst.svg"
+else
+  cp "$run_dir/compare/async/peak-shaving.svg" "$charts_dir/peak-shaving.svg"
+  cp "$run_dir/compare/async/latency.svg" "$charts_dir/latency-burst.svg"
+  cp "$run_dir/compare/sync/peak-shaving.svg" "$charts_dir/sync-burst.svg"
+  cp "$run_dir/compare/compare.svg" "$charts_dir/compare.svg"
+  cp "$run_dir/compare/async-logging-down/logging-down.svg" "$charts_dir/logging-down-async.svg"
+  cp "$run_dir/compare/sync-logging-down/logging-down.svg" "$charts_dir/logging-down-sync.svg"
+fi
 cp "$run_dir/steady/latency.svg" "$charts_dir/latency-steady.svg"
 
-ORDERFLOW_LOAD_AT_START="$load_at_start" \
+ORDERFLOW_LOAD_AT_START="$load_at_start" ORDERFLOW_SMS_LIMIT="$sms_limit" \
+  ORDERFLOW_POSTGRES_NOTE="${postgres_note:-}" \
   ORDERFLOW_BACKEND="$backend" ORDERFLOW_CHARTS="$charts_dir" ORDERFLOW_OHA="$OHA_VERSION" \
   ORDERFLOW_SMS_LIFTED="$sms_lifted" ORDERFLOW_SEARCH_DRAIN="$search_drain" \
   ORDERFLOW_POSTGRES="$postgres" ORDERFLOW_VALIDATE_ROUNDS="$validate_rounds" ORDERFLOW_BROKER_NOTE="$broker_note" \
@@ -227,13 +355,44 @@ def backlog_peak(report, group):
 def stage(report, name):
     return next((s for s in report["stages"] if s["stage"] == name), None)
 
+def figures(report):
+    """One wiring's figures of a --target run, as `--compare` gives them for the in-process
+    stack (src/load/compare.rs, WiringFigures::of): accepted/s within the base-rate and
+    the burst's seconds, from the per-second series."""
+    profile = report["setup"]["profile"]
+    burst = profile["burst"]
+    seconds = max(int(profile["duration_s"]), 1)
+    start = int(burst["start_s"])
+    end = max(int(min(burst["start_s"] + burst["length_s"], profile["duration_s"])), start + 1)
+    def per_second(pick):
+        chosen = [second for second in range(seconds) if pick(second)]
+        accepted = sum(row["accepted"] for row in report["series"] if row["second"] in chosen)
+        return round(accepted / max(len(chosen), 1), 1)
+    t = report["totals"]
+    return {
+        "offered": t["offered"], "accepted": t["accepted"], "errors": t["errors"],
+        "timeouts": t["timeouts"], "dropped": t["dropped"],
+        "accepted_per_s_base": per_second(lambda second: not start <= second < end),
+        "accepted_per_s_burst": per_second(lambda second: start <= second < end),
+        "latency_base_ms": report["latency_base_ms"], "latency_burst_ms": report["latency_burst_ms"],
+        "sms_backlog_peak": backlog_peak(report, "sms"),
+    }
+
 backend = env("ORDERFLOW_BACKEND")
+processes = backend == "stack"
 charts = env("ORDERFLOW_CHARTS")
 steady = load("steady")
-compare = load("compare")
-burst_report = json.load(open(f"{run}/compare/async/report.json"))
+if processes:
+    burst_report = load("burst")
+    a, s = figures(burst_report), figures(load("sync-burst"))
+else:
+    compare = load("compare")
+    burst_report = json.load(open(f"{run}/compare/async/report.json"))
+    a, s = compare["async"], compare["sync"]
 setup = steady["setup"]
-profile = compare["setup"]["profile"]
+# The processes' SMS limit is what the script gave them; the in-process stack reports its own.
+sms_limit = setup["sms_limit_per_s"] if setup["sms_limit_per_s"] is not None else float(env("ORDERFLOW_SMS_LIMIT"))
+profile = burst_report["setup"]["profile"]
 burst = profile["burst"]
 cpu = sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2").strip() or platform.processor()
 memory_gib = int(sh("grep MemTotal /proc/meminfo | awk '{print $2}'") or 0) // (1024 * 1024)
@@ -253,24 +412,41 @@ p(f"- measured: from {stamp('steady')} (the steady run ended) to {stamp('ceiling
 p(f"- machine: {os.cpu_count()} cores ({cpu}), {memory_gib} GiB, {platform.system()} {platform.release()}, "
   f"shared with other work; load average (1, 5, 15 min) when the run began: {env('ORDERFLOW_LOAD_AT_START')}, "
   f"before its last run: {open(f'{run}/ceiling.load').read().strip()}; the 1-minute figure before each run is in its row")
-p(f"- stack: the five services in one process (`orderflow load`, release build) on {env('ORDERFLOW_BROKER_NOTE')}, "
-  f"databases {databases}; the load generator in the same process, open loop, latency from each request's "
-  f"intended send time (coordinated omission corrected), at most {setup['max_in_flight']} in flight, "
-  f"timeout {setup['timeout_ms']} ms")
-p(f"- gateways at their defaults: payment answers in 5 ms, the SMS gateway takes {setup['sms_limit_per_s']:g} texts/s "
-  "(10 ms each), except in the sustainable-rate search, where its limit is lifted "
-  f"(`--sms-rate {env('ORDERFLOW_SMS_LIFTED')}`)")
+generator = (f"open loop, latency from each request's intended send time (coordinated omission corrected), "
+             f"at most {setup['max_in_flight']} in flight, timeout {setup['timeout_ms']} ms")
+if processes:
+    p(f"- stack: the five services as separate processes (`scripts/up.sh rabbitmq`, release build) on "
+      f"{env('ORDERFLOW_BROKER_NOTE')}, each with its own database on {env('ORDERFLOW_POSTGRES_NOTE')}; "
+      "a fresh stack with new databases for every run, stopped by `scripts/down.sh` after it")
+    p(f"- the load generator: `orderflow load --target` (release build) in a process of its own on the same machine, "
+      f"{generator}; it watches the stages and every group's backlog through the broker (a consumer group of its "
+      "own on the same virtual host) and the logged stage through the logging service's API")
+    sms_setting = f"`ORDERFLOW_SMS_RATE_PER_S={env('ORDERFLOW_SMS_LIFTED')}`"
+else:
+    p(f"- stack: the five services in one process (`orderflow load`, release build) on {env('ORDERFLOW_BROKER_NOTE')}, "
+      f"databases {databases}; the load generator in the same process, {generator}")
+    sms_setting = f"`--sms-rate {env('ORDERFLOW_SMS_LIFTED')}`"
+p(f"- gateways at their defaults: payment answers in 5 ms, the SMS gateway takes {sms_limit:g} texts/s "
+  f"(10 ms each), except in the sustainable-rate search, where its limit is lifted ({sms_setting})")
 p("")
 
 p("### Steady, burst, and the synchronous baseline")
 p("")
-p(f"`orderflow load --compare --rate {profile['rate_per_s']:g} --duration {profile['duration_s']:g}s "
-  f"--burst {burst['multiplier']:g}x:{burst['length_s']:g}s@{burst['start_s']:g}s`: the same load on a fresh "
-  "stack wired through the queue (async) and with `POST /orders` calling payment, points, SMS and logging in the "
-  f"request (sync); and a steady run of {steady['setup']['profile']['duration_s']:g} s at the base rate "
-  f"(load average before it {loadavg('steady')}; before the comparison {loadavg('compare')}).")
+load_args = (f"--rate {profile['rate_per_s']:g} --duration {profile['duration_s']:g}s "
+             f"--burst {burst['multiplier']:g}x:{burst['length_s']:g}s@{burst['start_s']:g}s")
+if processes:
+    p(f"`orderflow load --target … {load_args}` against a fresh stack wired through the queue (async), and the same "
+      "against a fresh stack whose order service runs with `ORDERFLOW_WIRING=sync`, calling payment, points, SMS and "
+      "logging over HTTP in the request, each through that service's own handler (sync; nothing is queued, so no "
+      f"broker is watched); and a steady run of {steady['setup']['profile']['duration_s']:g} s at the base rate "
+      f"(load average before it {loadavg('steady')}; before the async burst {loadavg('burst')}, "
+      f"before the sync one {loadavg('sync-burst')}).")
+else:
+    p(f"`orderflow load --compare {load_args}`: the same load on a fresh "
+      "stack wired through the queue (async) and with `POST /orders` calling payment, points, SMS and logging in the "
+      f"request (sync); and a steady run of {steady['setup']['profile']['duration_s']:g} s at the base rate "
+      f"(load average before it {loadavg('steady')}; before the comparison {loadavg('compare')}).")
 p("")
-a, s = compare["async"], compare["sync"]
 p("| | steady run | async | sync |")
 p("| --- | ---: | ---: | ---: |")
 st = steady
@@ -300,7 +476,7 @@ p(f"Under the burst the async API's p99 was {ratio_async:.1f}× its base-rate p9
   f"{ratio_sync:.1f}× (with {s['errors'] + s['timeouts']:,} of {s['offered']:,} requests failed); "
   f"the SMS backlog peaked at {a['sms_backlog_peak']} and ended at "
   f"{next((g['last'] for g in burst_report['backlog'] if g['group'] == 'sms'), None)}, "
-  f"SMS sent/s at most {sms_max_per_s} (gateway limit {setup['sms_limit_per_s']:g}/s; texts are counted in the "
+  f"SMS sent/s at most {sms_max_per_s} (gateway limit {sms_limit:g}/s; texts are counted in the "
   "second the gateway accepted them, the `sent_at` of their event). "
   "Latency counts every answer, refusals too.")
 p("")
@@ -310,37 +486,45 @@ def verdict(ok):
 p(f"Targets of the peak-shaving claim, as measured here: async burst p99 within 2× its base p99 — "
   f"{verdict(ratio_async <= 2)}; sync burst p99 10× its base p99 or more, or failing — "
   f"{verdict(ratio_sync >= 10 or s['errors'] + s['timeouts'] > 0)}; the SMS backlog drained to 0 and SMS sent/s "
-  f"never above the limit — {verdict(sms_last == 0 and sms_max_per_s <= setup['sms_limit_per_s'])}.")
+  f"never above the limit — {verdict(sms_last == 0 and sms_max_per_s <= sms_limit)}.")
 p("")
 p(f"![Peak shaving on {backend}: offered load, orders accepted, SMS sent and the SMS backlog]({charts}/peak-shaving.svg)")
 p("")
+side_by_side = "" if processes else f" · [async vs sync side by side]({charts}/compare.svg)"
 p(f"Charts: [peak shaving, async]({charts}/peak-shaving.svg) · [the same burst, sync]({charts}/sync-burst.svg) · "
   f"[API latency per second under the burst, async]({charts}/latency-burst.svg) · "
-  f"[API latency, steady run]({charts}/latency-steady.svg) · [async vs sync side by side]({charts}/compare.svg)")
+  f"[API latency, steady run]({charts}/latency-steady.svg){side_by_side}")
 p("")
 
-down = compare["logging_down"]
-o = down["outage"]
-p(f"### The logging service stopped")
+p("### The logging service stopped")
 p("")
-p(f"Part of the same `--compare`: at the base rate with no burst, the logging service stopped {o['start_s']:g} s "
-  f"into the run and started again {o['length_s']:g} s later, on its port and database.")
-p("")
-da, ds = down["async"], down["sync"]
-p("| | async | sync |")
-p("| --- | ---: | ---: |")
-p(f"| logging stopped / ready again, s after the start | {da['outage']['stopped_at_s']:.1f} / {da['outage']['ready_again_at_s']:.1f} | "
-  f"{ds['outage']['stopped_at_s']:.1f} / {ds['outage']['ready_again_at_s']:.1f} |")
-p(f"| requests scheduled while it was down | {da['outage']['offered']:,} | {ds['outage']['offered']:,} |")
-p(f"| accepted orders/s while it was down | {da['outage']['accepted_per_s']:.1f} | {ds['outage']['accepted_per_s']:.1f} |")
-p(f"| errors + timeouts while it was down | {da['outage']['failed']:,} | {ds['outage']['failed']:,} |")
-for key, label in [("p50_ms", "p50"), ("p99_ms", "p99"), ("p99_9_ms", "p99.9")]:
-    p(f"| API {label}, ms, while it was down | {ms(da['outage']['latency_ms'][key])} | {ms(ds['outage']['latency_ms'][key])} |")
-p(f"| logging backlog peak / at the end, messages | {da['outage']['logging_backlog_peak']} / {da['outage']['logging_backlog_last']} | no queue |")
-p(f"| accepted orders fully logged by the end | {da['logged']:,} of {da['accepted']:,} | in the request ({ds['accepted']:,} accepted) |")
-p("")
-p(f"Charts: [async]({charts}/logging-down-async.svg) · [sync]({charts}/logging-down-sync.svg)")
-p("")
+if processes:
+    p("Not part of the stack set: `--logging-down` stops the logging service and starts it again inside the load "
+      "generator's own process, which it can do only for the services it runs itself (the in-process backends' "
+      "sections show it). With the services as processes the same experiment needs the script to stop and restart "
+      "one of them mid-run, which it does not do.")
+    p("")
+else:
+    down = compare["logging_down"]
+    o = down["outage"]
+    p(f"Part of the same `--compare`: at the base rate with no burst, the logging service stopped {o['start_s']:g} s "
+      f"into the run and started again {o['length_s']:g} s later, on its port and database.")
+    p("")
+    da, ds = down["async"], down["sync"]
+    p("| | async | sync |")
+    p("| --- | ---: | ---: |")
+    p(f"| logging stopped / ready again, s after the start | {da['outage']['stopped_at_s']:.1f} / {da['outage']['ready_again_at_s']:.1f} | "
+      f"{ds['outage']['stopped_at_s']:.1f} / {ds['outage']['ready_again_at_s']:.1f} |")
+    p(f"| requests scheduled while it was down | {da['outage']['offered']:,} | {ds['outage']['offered']:,} |")
+    p(f"| accepted orders/s while it was down | {da['outage']['accepted_per_s']:.1f} | {ds['outage']['accepted_per_s']:.1f} |")
+    p(f"| errors + timeouts while it was down | {da['outage']['failed']:,} | {ds['outage']['failed']:,} |")
+    for key, label in [("p50_ms", "p50"), ("p99_ms", "p99"), ("p99_9_ms", "p99.9")]:
+        p(f"| API {label}, ms, while it was down | {ms(da['outage']['latency_ms'][key])} | {ms(ds['outage']['latency_ms'][key])} |")
+    p(f"| logging backlog peak / at the end, messages | {da['outage']['logging_backlog_peak']} / {da['outage']['logging_backlog_last']} | no queue |")
+    p(f"| accepted orders fully logged by the end | {da['logged']:,} of {da['accepted']:,} | in the request ({ds['accepted']:,} accepted) |")
+    p("")
+    p(f"Charts: [async]({charts}/logging-down-async.svg) · [sync]({charts}/logging-down-sync.svg)")
+    p("")
 
 p("### The highest sustainable rate")
 p("")
@@ -376,7 +560,10 @@ p("### Validation against oha, and the generator's own ceiling")
 p("")
 rounds = int(env("ORDERFLOW_VALIDATE_ROUNDS"))
 vo = load("validate-orderflow-1")
-p(f"One order-service process (release build, memory broker, SQLite: the API alone), "
+validated = ("The stack's order service (a fresh stack as above, the SMS gateway at its default; the other four "
+             "services working off the orders behind it)" if processes else
+             "One order-service process (release build, memory broker, SQLite: the API alone)")
+p(f"{validated}, "
   f"`POST /orders` at {vo['setup']['profile']['rate_per_s']:g} requests/s for {vo['setup']['profile']['duration_s']:g} s, "
   f"from `orderflow load --target` and from oha {env('ORDERFLOW_OHA')} "
   f"(`oha -q {vo['setup']['profile']['rate_per_s']:g} -z {vo['setup']['profile']['duration_s']:g}s --latency-correction`, "
@@ -423,7 +610,8 @@ if oha_error_kinds:
 c = load("ceiling")
 ct = c["totals"]
 p(f"The generator's ceiling: `orderflow load --target … --get /healthz --rate {c['setup']['profile']['rate_per_s']:g} "
-  f"--duration {c['setup']['profile']['duration_s']:g}s` against the same process, on the same 2 cores "
+  f"--duration {c['setup']['profile']['duration_s']:g}s` against the same {'service' if processes else 'process'}, "
+  f"on the same {os.cpu_count()} cores "
   f"(load average before it {loadavg('ceiling')}): {ct['offered']:,} requests scheduled, {ct['sent']:,} sent, "
   f"{ct['dropped']:,} dropped at the in-flight limit, {ct['accepted']:,} answered 2xx "
   f"({ct['accepted_per_s']:,.0f}/s), {ct['errors'] + ct['timeouts']:,} errors or timeouts; "

@@ -5,6 +5,13 @@
 # them if missing; for kafka, a tansu built once into ~/.cache/orderflow), builds the
 # release binaries, starts the five services with one database each, waits until every
 # one answers /readyz, and prints where everything is. scripts/down.sh stops them.
+#
+# Knobs (environment), for a second stack beside a user's (scripts/loadtest.sh stack):
+# ORDERFLOW_RUN_DIR (.run: pids and logs), ORDERFLOW_AMQP_URL (the broker, e.g. a virtual
+# host of its own), ORDERFLOW_UP_FIRST_PORT (8080: the order service's port, the other four
+# on the next ones), ORDERFLOW_DATABASE_SUFFIX (none: databases orderflow_<service><suffix>),
+# ORDERFLOW_DATABASE_BASE (the PostgreSQL server). The services inherit the rest of the
+# environment, so any setting they read (ORDERFLOW_SMS_RATE_PER_S, …) can be given here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/brokers.sh
@@ -37,11 +44,15 @@ log "building the release binaries"
 cargo build --release --bins --quiet
 
 database_base=${ORDERFLOW_DATABASE_BASE:-postgres://postgres@127.0.0.1:5432}
-port=8080
+database_suffix=${ORDERFLOW_DATABASE_SUFFIX:-}
+first_port=${ORDERFLOW_UP_FIRST_PORT:-8080}
+ports=()
+for ((i = 0; i < 5; i++)); do ports+=($((first_port + i))); done
+port=$first_port
 for service in order payment points sms logging; do
   port_open "$port" && die "port $port is taken; stop what uses it (scripts/down.sh?)"
   ORDERFLOW_BROKER="$broker_url" \
-    DATABASE_URL="$database_base/orderflow_$service" \
+    DATABASE_URL="$database_base/orderflow_$service$database_suffix" \
     ORDERFLOW_HTTP_ADDR="127.0.0.1:$port" \
     ORDERFLOW_INSTANCE="$service-1" \
     RUST_LOG=${RUST_LOG:-info} \
@@ -51,7 +62,7 @@ for service in order payment points sms logging; do
 done
 
 log "waiting for every service to be ready"
-for port in 8080 8081 8082 8083 8084; do
+for port in "${ports[@]}"; do
   for ((i = 0; i < 600; i++)); do
     curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break
     sleep 0.1
@@ -62,14 +73,14 @@ done
 
 cat <<MSG
 orderflow is up on $broker_kind ($broker_url)
-  order    http://127.0.0.1:8080   POST /orders, GET /orders/{id}
-  payment  http://127.0.0.1:8081   GET /payments/{order_id}
-  points   http://127.0.0.1:8082   GET /users/{id}/points
-  sms      http://127.0.0.1:8083   GET /sms?order_id=
-  logging  http://127.0.0.1:8084   GET /events?order_id=
+  order    http://127.0.0.1:${ports[0]}   POST /orders, GET /orders/{id}
+  payment  http://127.0.0.1:${ports[1]}   GET /payments/{order_id}
+  points   http://127.0.0.1:${ports[2]}   GET /users/{id}/points
+  sms      http://127.0.0.1:${ports[3]}   GET /sms?order_id=
+  logging  http://127.0.0.1:${ports[4]}   GET /events?order_id=
   logs     $run_dir/*.log
 Place an order:
-  curl -s -XPOST localhost:8080/orders -H 'content-type: application/json' \\
+  curl -s -XPOST localhost:${ports[0]}/orders -H 'content-type: application/json' \\
     -d '{"user_id":42,"phone":"+8613800138000","items":[{"sku":"tea","quantity":2,"unit_price_cents":3550}]}'
 Check every effect happened once:   target/release/orderflow reconcile
 Stop:                               scripts/down.sh

@@ -466,6 +466,7 @@ fn the_command_prints_json_with_every_field_and_writes_the_series_and_charts() {
             "backend",
             "broker",
             "late_after_ms",
+            "load_average",
             "logging_down",
             "machine",
             "max_in_flight",
@@ -476,6 +477,15 @@ fn the_command_prints_json_with_every_field_and_writes_the_series_and_charts() {
             "timeout_ms"
         ]
     );
+    // The load average at the start, as /proc/loadavg gave it (this is Linux).
+    let load_average = &report["setup"]["load_average"];
+    assert_eq!(keys(load_average), ["fifteen_min", "five_min", "one_min"]);
+    for field in ["one_min", "five_min", "fifteen_min"] {
+        assert!(
+            load_average[field].as_f64().is_some_and(|load| load >= 0.0),
+            "{load_average}"
+        );
+    }
     assert_eq!(
         keys(&report["setup"]["profile"]),
         ["burst", "duration_s", "rate_per_s"]
@@ -570,6 +580,20 @@ fn the_command_prints_json_with_every_field_and_writes_the_series_and_charts() {
             "no `{expected}` in the peak-shaving chart: {peak_shaving:?}"
         );
     }
+    // The caption, on one line or two, states the load average at the start.
+    let caption = peak_shaving
+        .iter()
+        .skip_while(|text| !text.contains("Set-up:"))
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(" ");
+    let stated = format!(
+        "load average {:.2} / {:.2} / {:.2} (1 / 5 / 15 min) at the start",
+        load_average["one_min"].as_f64().unwrap(),
+        load_average["five_min"].as_f64().unwrap(),
+        load_average["fifteen_min"].as_f64().unwrap()
+    );
+    assert!(caption.contains(&stated), "no `{stated}` in `{caption}`");
     let latency = svg_text(&out.join("latency.svg"));
     for expected in [
         "latency (ms, log scale)",
@@ -577,6 +601,7 @@ fn the_command_prints_json_with_every_field_and_writes_the_series_and_charts() {
         "p99.9",
         "max (dashed)",
         "Set-up:",
+        "load average",
     ] {
         assert!(
             latency.iter().any(|text| text.contains(expected)),

@@ -34,6 +34,17 @@ free_port() {
   done
 }
 
+# The first of $1 consecutive free loopback ports (a stack from scripts/up.sh takes five).
+free_ports() {
+  local count=$1 port i taken
+  while :; do
+    port=$(free_port)
+    taken=""
+    for ((i = 1; i < count; i++)); do port_open $((port + i)) && taken=1; done
+    [ -z "$taken" ] && { echo "$port"; return 0; }
+  done
+}
+
 apt_install() {
   [ "$(id -u)" = 0 ] || die "need root to install $* (or install it yourself)"
   log "installing $* from Debian packages"

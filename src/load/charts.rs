@@ -10,7 +10,7 @@
 //! - `logging-down.svg` (`--logging-down` runs) — see [`super::outage_chart`].
 //!
 //! Each has a title, axis labels with units, a legend, the burst shaded, and the run's set-up
-//! (target, backend, rates, machine) along the bottom.
+//! (target, backend, rates, machine and its load average) along the bottom.
 
 use std::path::{Path, PathBuf};
 
@@ -67,12 +67,42 @@ pub(super) fn footer(
     if let Some(limit) = report.setup.sms_limit_per_s {
         text.push_str(&format!("; SMS gateway limit {limit} texts/s"));
     }
-    area.draw_text(
-        &text,
-        &(FONT, 15).into_font().color(&BLACK.mix(0.8)),
-        (20, 12),
-    )?;
+    draw_caption(area, &text, SIZE.0)
+}
+
+/// Draws a set-up caption into the footer `area` of a chart `width` pixels wide: on one
+/// line when it fits, else on two, broken after a `; `. The SVG backend cannot measure
+/// text (the viewer picks the font), so what fits is estimated from the font size.
+pub(super) fn draw_caption(
+    area: &DrawingArea<SVGBackend<'_>, Shift>,
+    text: &str,
+    width: u32,
+) -> anyhow::Result<()> {
+    // About 6 px a character at 15 px sans-serif, with the 20 px margin on both sides.
+    let fits = (width.saturating_sub(40) / 6) as usize;
+    let font = (FONT, 15).into_font().color(&BLACK.mix(0.8));
+    let lines = caption_lines(text, fits);
+    let (first_y, step) = if lines.len() > 1 { (3, 18) } else { (12, 0) };
+    for (i, line) in lines.iter().enumerate() {
+        area.draw_text(line, &font, (20, first_y + step * i as i32))?;
+    }
     Ok(())
+}
+
+/// `text` as at most two lines of about `fits` characters, broken after the last `; `
+/// that keeps the first line within it (a text with no such break stays on one line).
+fn caption_lines(text: &str, fits: usize) -> Vec<&str> {
+    if text.chars().count() <= fits {
+        return vec![text];
+    }
+    let within = text
+        .char_indices()
+        .nth(fits)
+        .map_or(text.len(), |(index, _)| index);
+    match text[..within].rfind("; ") {
+        Some(at) => vec![&text[..at + 1], &text[at + 2..]],
+        None => vec![text],
+    }
 }
 
 /// The burst as `(start, end)` seconds, if the run had one.
@@ -357,4 +387,19 @@ fn draw_latency(path: &Path, report: &LoadReport) -> anyhow::Result<()> {
         .draw()?;
     root.present()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::caption_lines;
+
+    #[test]
+    fn a_long_caption_breaks_after_the_last_semicolon_that_fits() {
+        assert_eq!(caption_lines("a; b; c", 20), ["a; b; c"]);
+        assert_eq!(
+            caption_lines("aaaa; bbbb; cccc", 12),
+            ["aaaa; bbbb;", "cccc"]
+        );
+        assert_eq!(caption_lines("aaaa bbbb cccc", 5), ["aaaa bbbb cccc"]);
+    }
 }

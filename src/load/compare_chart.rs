@@ -17,6 +17,7 @@ use plotters::{
 };
 
 use super::{
+    charts::draw_caption,
     compare::{CompareReport, WiringFigures},
     latency::Percentiles,
 };
@@ -46,11 +47,7 @@ pub fn write(path: &Path, report: &CompareReport) -> anyhow::Result<()> {
     if let Some(limit) = report.setup.sms_limit_per_s {
         caption.push_str(&format!("; SMS gateway limit {limit} texts/s"));
     }
-    bottom.draw_text(
-        &caption,
-        &(FONT, 15).into_font().color(&BLACK.mix(0.8)),
-        (20, 12),
-    )?;
+    draw_caption(&bottom, &caption, SIZE.0)?;
     let main = main.titled(
         "Through the queue (async) or calling payment, points, SMS and logging in the request (sync): steady, burst, logging down",
         (FONT, 24),

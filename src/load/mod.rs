@@ -30,6 +30,7 @@
 //! | `outage.rs` | `--logging-down`: the logging service stopped and started again mid-run |
 //! | `outage_chart.rs` | `logging-down.svg`: the API and the log's backlog through the outage |
 //! | `cleanup.rs` | the observer's group removed after the run (RabbitMQ keeps queues) |
+//! | `load_average.rs` | the machine's load average at the start, for every caption |
 //! | `run.rs` | one run: target up, observer declared, load sent, flow drained, report built |
 //! | `series.rs` | the per-second series, `series.csv` and `series.json` |
 //! | `report.rs` | the report `--json` prints, and the table |
@@ -46,6 +47,7 @@ pub mod compare;
 pub mod compare_chart;
 pub mod generator;
 pub mod latency;
+pub mod load_average;
 pub mod logged;
 pub mod observer;
 pub mod order_api;

@@ -4,6 +4,7 @@ use serde::Serialize;
 
 use super::{
     latency::Percentiles,
+    load_average::LoadAverage,
     outage::{Outage, OutageReport},
     schedule::{Arrivals, Profile},
     series::SecondRow,
@@ -33,6 +34,9 @@ pub struct Setup {
     pub late_after_ms: u64,
     /// The machine: cores and CPU model.
     pub machine: String,
+    /// The machine's load average when the run started (`None` where the system does
+    /// not say), so a figure from a busy machine can be told from a quiet one's.
+    pub load_average: Option<LoadAverage>,
     /// The SMS gateway's limit, texts/s, when known (the in-process stack's).
     pub sms_limit_per_s: Option<f64>,
     /// When the logging service was stopped (`--logging-down`), if it was.
@@ -40,7 +44,7 @@ pub struct Setup {
 }
 
 impl Setup {
-    /// One line: target, backend, rates, machine.
+    /// One line: target, backend, rates, machine and its load average at the start.
     pub fn caption(&self) -> String {
         let burst = match self.profile.burst {
             Some(burst) => format!(", burst {burst}"),
@@ -50,8 +54,12 @@ impl Setup {
             Some(outage) => format!(", {outage}"),
             None => String::new(),
         };
+        let load = match self.load_average {
+            Some(load) => format!(", {load} at the start"),
+            None => String::new(),
+        };
         format!(
-            "{} on {}; {} orders/s {} for {} s{burst}{outage}; {}",
+            "{} on {}; {} orders/s {} for {} s{burst}{outage}; {}{load}",
             self.target,
             self.backend,
             self.profile.rate_per_s,

@@ -11,7 +11,9 @@ use tokio::{sync::mpsc, time::Instant};
 use super::{
     args::Args,
     backlog::{self, BacklogSeries},
-    charts, cleanup, generator, logged, observer,
+    charts, cleanup, generator,
+    load_average::LoadAverage,
+    logged, observer,
     order_api::OrderApi,
     outage::{self, OutageReport},
     recorder::Recorder,
@@ -207,6 +209,8 @@ async fn watch(
 /// Runs the load and returns what it measured.
 pub async fn measure(args: &Args) -> anyhow::Result<LoadReport> {
     check(args)?;
+    // Read before this run's own stack starts, which would add to it.
+    let load_average = LoadAverage::now();
     let profile = Profile {
         rate_per_s: args.rate,
         duration: args.duration,
@@ -315,6 +319,7 @@ pub async fn measure(args: &Args) -> anyhow::Result<LoadReport> {
         timeout_ms: args.timeout.as_millis() as u64,
         late_after_ms: args.late_after.as_millis() as u64,
         machine: machine(),
+        load_average,
         sms_limit_per_s: in_process.then(|| {
             args.sms_rate
                 .unwrap_or(orderflow_sms::gateway::SmsGatewaySettings::default().rate_per_s)
