@@ -321,14 +321,16 @@ pub async fn wait_ready(endpoints: &Endpoints) -> anyhow::Result<()> {
     .await
 }
 
-/// Waits until each of `bases` answers `/readyz` with 200 (60 s at most each).
+/// Waits until each of `bases` answers `/readyz` with 200 (120 s at most each: a consumer
+/// restarted after a `kill -9` on Kafka may wait out the dead member's 45 s session and a
+/// rejoin before it owns partitions and its service is ready).
 async fn wait_ready_at(bases: &[&String]) -> anyhow::Result<()> {
     let client = reqwest::Client::new();
     for base in bases {
         let url = format!("{base}/readyz");
         orderflow_kit::wait::until(
             &format!("{url} to answer 200"),
-            Duration::from_secs(60),
+            Duration::from_secs(120),
             Duration::from_millis(100),
             || {
                 let request = client.get(&url).timeout(Duration::from_secs(2)).send();

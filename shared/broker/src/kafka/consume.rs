@@ -41,9 +41,10 @@ use super::{
 };
 use crate::{BrokerError, Deliveries, Delivery, Intake, Result};
 
-/// How long `subscribe` waits for the consumer to be given its partitions: longer than
-/// a stuck member of the group may hold up the rebalance.
-const ASSIGNMENT_TIMEOUT: Duration = Duration::from_secs(45);
+/// How long `subscribe` waits for the consumer to be given its partitions: longer than a
+/// dead member of the group may hold them (a session, after which `rejoin.rs` joins
+/// again), with room for the rebalance that follows.
+const ASSIGNMENT_TIMEOUT: Duration = rejoin::REJOIN_AFTER.saturating_add(Duration::from_secs(30));
 
 pub(super) fn subscribe_error(group: &str, detail: impl ToString) -> BrokerError {
     BrokerError::Subscribe {
