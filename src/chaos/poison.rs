@@ -4,6 +4,9 @@
 //! one at once, with the reason, and go on: the ledger's dead letters must equal exactly
 //! the poison deliveries (one per receiving group), with nothing lost.
 
+use std::time::Duration;
+
+use anyhow::Context;
 use orderflow_events::{headers, topology, Envelope, EventKind};
 
 use super::{run::Fault, Setup};
@@ -36,6 +39,9 @@ pub(crate) async fn inject(fault: &mut Fault<'_>) -> anyhow::Result<()> {
 /// `broker_url`, round robin over every topic (message `n` goes to topic `n mod 5`, so
 /// bursts that continue the numbering cover every topic), and returns how many dead
 /// letters they must produce.
+/// How long publishing the poison may keep failing before the run gives up.
+const PUBLISH_PATIENCE: Duration = Duration::from_secs(180);
+
 pub(crate) async fn publish(broker_url: &str, first: usize, count: usize) -> anyhow::Result<u64> {
     if count == 0 {
         return Ok(0);
@@ -50,9 +56,23 @@ pub(crate) async fn publish(broker_url: &str, first: usize, count: usize) -> any
             malformed(topic, n)
         })
         .collect();
-    let published = broker.publish_all(poison).await;
+    // A broker still recovering from the faults can time a publish out (tansu under this
+    // load: "Message timed out" after 30 s); the suite then publishes the same messages
+    // again, as the services' relays do. A copy that did land the first time is dead-
+    // lettered twice, which the ledger allows (at least the expected dead letters).
+    let deadline = tokio::time::Instant::now() + PUBLISH_PATIENCE;
+    let published = loop {
+        match broker.publish_all(poison.clone()).await {
+            Ok(()) => break Ok(()),
+            Err(error) if tokio::time::Instant::now() < deadline => {
+                tracing::warn!(%error, "publishing the poison failed; publishing it again");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(error) => break Err(error),
+        }
+    };
     let _ = broker.close().await;
-    published?;
+    published.with_context(|| format!("publishing the poison for {PUBLISH_PATIENCE:?}"))?;
     Ok(expected)
 }
 

@@ -79,7 +79,10 @@ pub fn consumer_config(bootstrap: &str, group: &str) -> ClientConfig {
         // No end-of-partition events in the poll loop; it has no use for them.
         .set("enable.partition.eof", "false")
         // See SESSION_TIMEOUT; heartbeats often enough that rebalances start promptly.
-        .set("session.timeout.ms", SESSION_TIMEOUT.as_millis().to_string())
+        .set(
+            "session.timeout.ms",
+            SESSION_TIMEOUT.as_millis().to_string(),
+        )
         .set("heartbeat.interval.ms", "1000")
         .set(
             "max.poll.interval.ms",

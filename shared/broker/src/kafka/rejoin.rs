@@ -22,8 +22,7 @@ use super::config::SESSION_TIMEOUT;
 
 /// How long an assignment may stay empty before the consumer rejoins: past the session
 /// timeout, so the dead member has been expired.
-pub(super) const REJOIN_AFTER: Duration =
-    SESSION_TIMEOUT.saturating_add(Duration::from_secs(2));
+pub(super) const REJOIN_AFTER: Duration = SESSION_TIMEOUT.saturating_add(Duration::from_secs(2));
 
 /// Rejoins in a row with nothing assigned, after which an empty assignment is believed.
 pub(super) const MAX_REJOINS: u32 = 5;
