@@ -162,10 +162,21 @@ for backend in os.environ.get("ORDERFLOW_BACKENDS", "").split():
         print()
         print("```text")
         with open(error) as f:
-            for line in f.read().splitlines()[:12]:
-                print(line[:200])
+            lines = f.read().splitlines()
+        # The timeline, its last step (why it stopped) and nothing of the service logs after.
+        cut = next((n for n, line in enumerate(lines) if "logs kept in" in line), len(lines) - 1)
+        for line in lines[:min(cut + 1, 30)]:
+            print(line[:240])
         print("```")
         print()
+        # A broker that crashed explains more than the service logs: its first panic.
+        kept = next((line.split("logs kept in", 1)[1].strip() for line in lines if "logs kept in" in line), None)
+        if kept and os.path.exists(f"{kept}/broker.log"):
+            with open(f"{kept}/broker.log", errors="replace") as f:
+                panic = next((line.strip() for line in f if "panicked at" in line), None)
+            if panic:
+                print(f"The broker itself panicked during the run: `{panic[:240]}`.")
+                print()
 print("`redeliveries` counts every delivery that may have been handed out before (retries, the broker's "
       "redelivered mark; on Kafka every record already in a partition when it was assigned, an over-count after a "
       "rebalance); the duplicates absorbed are the redeliveries of work already done.")
