@@ -10,6 +10,10 @@
 //! on the PostgreSQL server (`ORDERFLOW_DATABASE_URL`), so tests run in parallel without
 //! seeing each other's events.
 
+#[path = "support/rabbitmqctl.rs"]
+mod rabbitmqctl;
+use rabbitmqctl::rabbitmqctl;
+
 use std::{path::PathBuf, process::Command, time::Duration};
 
 use orderflow::{
@@ -127,7 +131,9 @@ impl Drop for TestBroker {
     fn drop(&mut self) {
         match self {
             TestBroker::Memory(_) => {}
-            TestBroker::Rabbit { vhost, .. } => rabbitmqctl(&["delete_vhost", vhost]),
+            TestBroker::Rabbit { vhost, .. } => {
+                rabbitmqctl(&["delete_vhost", vhost]);
+            }
             TestBroker::Tansu {
                 process, data_dir, ..
             } => {
@@ -137,18 +143,6 @@ impl Drop for TestBroker {
             }
         }
     }
-}
-
-fn rabbitmqctl(args: &[&str]) {
-    let output = Command::new("rabbitmqctl")
-        .args(args)
-        .output()
-        .expect("run rabbitmqctl");
-    assert!(
-        output.status.success(),
-        "rabbitmqctl {args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
 }
 
 /// Wait for `orders` to settle as the demo does (giving up when nothing moves for 20 s).

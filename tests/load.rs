@@ -11,8 +11,12 @@
 //! process on the embedded broker. No assertion is about speed: each checks counts, or a
 //! lower bound that a deliberate stall forces.
 
+#[path = "support/rabbitmqctl.rs"]
+mod rabbitmqctl;
 #[path = "support/svg.rs"]
 mod svg;
+use rabbitmqctl::rabbitmqctl;
+
 use svg::svg_text;
 
 use std::{
@@ -333,19 +337,6 @@ async fn texts_go_out_no_faster_than_the_gateway_limit_while_the_queue_holds_the
         per_second.iter().filter(|&&texts| texts > 0).count() >= 4,
         "the texts were not spread over the seconds the limit needs: {per_second:?}"
     );
-}
-
-fn rabbitmqctl(args: &[&str]) -> String {
-    let output = std::process::Command::new("rabbitmqctl")
-        .args(args)
-        .output()
-        .expect("run rabbitmqctl");
-    assert!(
-        output.status.success(),
-        "rabbitmqctl {args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 #[tokio::test]

@@ -12,6 +12,10 @@
 //! take turns: the services consume under their real group names, and two stacks on one
 //! Kafka broker would share those groups' partitions.
 
+#[path = "support/rabbitmqctl.rs"]
+mod rabbitmqctl;
+use rabbitmqctl::rabbitmqctl;
+
 use std::collections::BTreeSet;
 
 use orderflow_events::{topics, topology};
@@ -19,18 +23,6 @@ use orderflow_kit::testenv;
 
 /// The Kafka tests run one at a time.
 static KAFKA: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn rabbitmqctl(args: &[&str]) {
-    let output = std::process::Command::new("rabbitmqctl")
-        .args(args)
-        .output()
-        .expect("run rabbitmqctl");
-    assert!(
-        output.status.success(),
-        "rabbitmqctl {args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
 
 /// Runs `scenario` on a RabbitMQ virtual host of its own, deleted after.
 async fn on_rabbitmq(scenario: &str) -> Option<serde_json::Value> {
